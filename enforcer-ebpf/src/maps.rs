@@ -1,0 +1,26 @@
+//! Every map of the object. Names stay under 15 bytes (the kernel cuts longer ones).
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+};
+use enforcer_common::{Counters, Policy, PolicyLevels};
+
+/// cgroup v2 id -> policy of that cgroup (and, through the level walk, of its descendants).
+#[map(name = "POLICIES")]
+pub static POLICIES: HashMap<u64, Policy> = HashMap::with_max_entries(16384, 0);
+
+/// Index 0: the cgroup depths that hold a policy, deepest first.
+#[map(name = "POLICY_LEVELS")]
+pub static POLICY_LEVELS: Array<PolicyLevels> = Array::with_max_entries(1, 0);
+
+/// Policy cgroup id -> per-CPU decision counters. User space creates the entry with the policy.
+#[map(name = "COUNTERS")]
+pub static COUNTERS: PerCpuHashMap<u64, Counters> = PerCpuHashMap::with_max_entries(16384, 0);
+
+/// Violation events for user space.
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// Index 0: events that could not be reserved on the ring buffer, per CPU.
+#[map(name = "DROPPED")]
+pub static DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);

@@ -1,0 +1,80 @@
+//! `enforcer attach`: install (on first use) and set the policy of one cgroup.
+use anyhow::Result;
+use enforcer_common::{Action, Counters, MAX_POLICY_LEVELS, PolicyLevels};
+
+use crate::{cgroup, loader, policy};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// cgroup v2 directory (absolute, or relative to the cgroup2 mount) or numeric cgroup id.
+    #[arg(long, value_name = "PATH|ID")]
+    pub cgroup: String,
+    /// Refuse these operations with EPERM and report them (comma list, or `all`).
+    #[arg(long, value_name = "OPS")]
+    pub deny: Option<String>,
+    /// Permit these operations and report them.
+    #[arg(long, value_name = "OPS")]
+    pub audit: Option<String>,
+    /// Kill the caller with SIGKILL, refuse and report.
+    #[arg(long, value_name = "OPS")]
+    pub kill: Option<String>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    // Everything the user typed is checked before any state changes.
+    let target = cgroup::resolve(&args.cgroup)?;
+    let new_policy = policy::compile(
+        &[
+            (Action::Deny, args.deny.as_deref()),
+            (Action::Audit, args.audit.as_deref()),
+            (Action::Kill, args.kill.as_deref()),
+        ],
+        target.level,
+    )?;
+
+    let lock = loader::lock()?;
+    let mut maps = loader::install(&lock)?;
+    let mut levels: Vec<u32> = maps
+        .policies
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(id, _)| *id != target.id)
+        .map(|(_, policy)| policy.level)
+        .collect();
+    levels.push(target.level);
+    let levels = policy::levels(levels);
+    if levels.len() > MAX_POLICY_LEVELS {
+        anyhow::bail!(crate::ExitError::too_many_levels(levels.len()));
+    }
+
+    // Counters first, then the policy, then the levels that make it visible: the programs never
+    // see a policy without its counters, and replacing a policy keeps its counts.
+    if maps.counters.get(&target.id, 0).is_err() {
+        let zeroes = vec![Counters::default(); aya::util::nr_cpus().map_err(|(_, e)| e)?];
+        maps.counters.insert(target.id, aya::maps::PerCpuValues::try_from(zeroes)?, 0)?;
+    }
+    maps.policies.insert(target.id, new_policy, 0)?;
+    write_levels(&mut maps, &levels)?;
+
+    let summary: Vec<String> = policy::describe(&new_policy)
+        .into_iter()
+        .map(|(op, action)| format!("{}={}", op.name(), action.name()))
+        .collect();
+    println!(
+        "attached {} (id {}): {}",
+        target.path,
+        target.id,
+        summary.join(" ")
+    );
+    Ok(())
+}
+
+pub fn write_levels(maps: &mut loader::PolicyMaps, levels: &[u32]) -> Result<()> {
+    let mut value = PolicyLevels {
+        count: levels.len() as u32,
+        ..PolicyLevels::default()
+    };
+    value.levels[..levels.len()].copy_from_slice(levels);
+    maps.levels.set(0, value, 0)?;
+    Ok(())
+}

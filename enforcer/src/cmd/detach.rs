@@ -1,0 +1,39 @@
+//! `enforcer detach`: remove the policy of one cgroup.
+use anyhow::Result;
+
+use crate::{cgroup, loader, policy};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// cgroup v2 directory or numeric cgroup id, as given to `attach`.
+    #[arg(long, value_name = "PATH|ID")]
+    pub cgroup: String,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let lock = loader::lock()?;
+    let mut maps = loader::open_policy_maps_existing()?;
+    // A numeric id may name a cgroup that is gone already; its policy can still be removed.
+    let (id, shown) = match args.cgroup.parse::<u64>() {
+        Ok(id) => (id, id.to_string()),
+        Err(_) => {
+            let target = cgroup::resolve(&args.cgroup)?;
+            (target.id, target.path)
+        }
+    };
+    if maps.policies.get(&id, 0).is_err() {
+        anyhow::bail!(crate::ExitError::no_policy(&shown));
+    }
+    maps.policies.remove(&id)?;
+    let levels: Vec<u32> = maps
+        .policies
+        .iter()
+        .filter_map(Result::ok)
+        .map(|(_, policy)| policy.level)
+        .collect();
+    super::attach::write_levels(&mut maps, &policy::levels(levels))?;
+    let _ = maps.counters.remove(&id);
+    drop(lock);
+    println!("detached {shown}");
+    Ok(())
+}

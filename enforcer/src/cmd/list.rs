@@ -1,0 +1,112 @@
+//! `enforcer list`: what is enforced now, with per-operation counters.
+use anyhow::Result;
+use enforcer_common::{Action, Counters, Operation};
+use serde_json::json;
+
+use crate::{cgroup::PathCache, loader, policy};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// One JSON document instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+struct Row {
+    id: u64,
+    path: String,
+    actions: Vec<(Operation, Action)>,
+    totals: Counters,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let rows = match loader::open_policy_maps_existing() {
+        Ok(maps) => collect(&maps)?,
+        Err(loader::LoaderError::NotInstalled(_)) => Vec::new(),
+        Err(err) => return Err(err.into()),
+    };
+    if args.json {
+        print_json(&rows);
+    } else {
+        print_table(&rows);
+    }
+    Ok(())
+}
+
+fn collect(maps: &loader::PolicyMaps) -> Result<Vec<Row>> {
+    let mut paths = PathCache::default();
+    let mut rows = Vec::new();
+    for entry in maps.policies.iter() {
+        let (id, policy) = entry?;
+        let mut totals = Counters::default();
+        if let Ok(per_cpu) = maps.counters.get(&id, 0) {
+            for cpu in per_cpu.iter() {
+                for slot in 0..totals.denied.len() {
+                    totals.audited[slot] += cpu.audited[slot];
+                    totals.denied[slot] += cpu.denied[slot];
+                    totals.killed[slot] += cpu.killed[slot];
+                }
+            }
+        }
+        rows.push(Row {
+            id,
+            path: paths.path(id),
+            actions: policy::describe(&policy),
+            totals,
+        });
+    }
+    rows.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(rows)
+}
+
+fn print_table(rows: &[Row]) {
+    if rows.is_empty() {
+        println!("no policies attached");
+        return;
+    }
+    println!(
+        "{:<40} {:>10}  {:<9} {:<6} {:>8} {:>8} {:>8}",
+        "CGROUP", "ID", "OPERATION", "ACTION", "AUDITED", "DENIED", "KILLED"
+    );
+    for row in rows {
+        for (op, action) in &row.actions {
+            let slot = *op as usize;
+            println!(
+                "{:<40} {:>10}  {:<9} {:<6} {:>8} {:>8} {:>8}",
+                row.path,
+                row.id,
+                op.name(),
+                action.name(),
+                row.totals.audited[slot],
+                row.totals.denied[slot],
+                row.totals.killed[slot]
+            );
+        }
+    }
+}
+
+fn print_json(rows: &[Row]) {
+    let policies: Vec<_> = rows
+        .iter()
+        .map(|row| {
+            let operations: serde_json::Map<String, serde_json::Value> = row
+                .actions
+                .iter()
+                .map(|(op, action)| {
+                    let slot = *op as usize;
+                    (
+                        op.name().to_owned(),
+                        json!({
+                            "action": action.name(),
+                            "audited": row.totals.audited[slot],
+                            "denied": row.totals.denied[slot],
+                            "killed": row.totals.killed[slot],
+                        }),
+                    )
+                })
+                .collect();
+            json!({ "cgroup_id": row.id, "cgroup_path": row.path, "operations": operations })
+        })
+        .collect();
+    println!("{}", json!({ "policies": policies }));
+}

@@ -1,0 +1,238 @@
+//! Decoding violation records from the ring buffer and formatting them for people and machines.
+use std::time::{Duration, SystemTime};
+
+use enforcer_common::{Action, EVENT_VERSION, Event, Hook, Operation, args};
+use serde_json::json;
+use thiserror::Error;
+
+use crate::cgroup::PathCache;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("event record of {0} bytes, expected {1}")]
+    Size(usize, usize),
+    #[error("event record version {0}, this build reads version {EVENT_VERSION}")]
+    Version(u16),
+}
+
+/// Copies a record out of the ring buffer (which gives no alignment guarantee for `Event`).
+pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+    let size = size_of::<Event>();
+    if bytes.len() < size {
+        return Err(DecodeError::Size(bytes.len(), size));
+    }
+    // SAFETY: `Event` is plain old data (integers only, explicit padding) and `bytes` holds at
+    // least `size_of::<Event>()` bytes; read_unaligned copes with any alignment.
+    let event = unsafe { bytes.as_ptr().cast::<Event>().read_unaligned() };
+    if event.version != EVENT_VERSION {
+        return Err(DecodeError::Version(event.version));
+    }
+    Ok(event)
+}
+
+/// Converts `CLOCK_MONOTONIC` nanoseconds (the kernel's `bpf_ktime_get_ns`) to wall-clock time.
+pub struct Clock {
+    offset: Duration,
+    behind: bool,
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        let monotonic = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .map(Duration::from)
+            .unwrap_or_default();
+        let wall = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        match wall.checked_sub(monotonic) {
+            Some(offset) => Self {
+                offset,
+                behind: false,
+            },
+            None => Self {
+                offset: monotonic - wall,
+                behind: true,
+            },
+        }
+    }
+
+    pub fn wall(&self, ktime_ns: u64) -> SystemTime {
+        let since_boot = Duration::from_nanos(ktime_ns);
+        let since_epoch = if self.behind {
+            since_boot.saturating_sub(self.offset)
+        } else {
+            since_boot + self.offset
+        };
+        SystemTime::UNIX_EPOCH + since_epoch
+    }
+}
+
+fn comm(event: &Event) -> String {
+    let end = event.comm.iter().position(|&b| b == 0).unwrap_or(event.comm.len());
+    String::from_utf8_lossy(&event.comm[..end]).into_owned()
+}
+
+fn op_name(event: &Event) -> &'static str {
+    Operation::from_u8(event.op).map_or("unknown", Operation::name)
+}
+
+fn hook_name(event: &Event) -> &'static str {
+    Hook::from_u8(event.hook).map_or("unknown", Hook::name)
+}
+
+fn action(event: &Event) -> Action {
+    Action::from_u8(event.action).unwrap_or(Action::Deny)
+}
+
+/// What the operation tried, in words, e.g. `set clock to 2030-01-01T00:00:00Z`.
+pub fn detail(event: &Event) -> String {
+    match Operation::from_u8(event.op) {
+        Some(Operation::Settime) => {
+            let sec = event.args[args::SETTIME_SEC];
+            if sec < 0 {
+                "set timezone only".to_owned()
+            } else {
+                let when = SystemTime::UNIX_EPOCH + Duration::from_secs(sec as u64);
+                format!("set clock to {}", humantime::format_rfc3339_seconds(when))
+            }
+        }
+        _ => String::new(),
+    }
+}
+
+/// A decoded event with the context user space adds (wall time, cgroup path).
+pub struct Rendered {
+    pub time: SystemTime,
+    pub cgroup_path: String,
+    pub event: Event,
+}
+
+impl Rendered {
+    pub fn new(event: Event, clock: &Clock, paths: &mut PathCache) -> Self {
+        Self {
+            time: clock.wall(event.ktime_ns),
+            cgroup_path: paths.path(event.cgroup_id),
+            event,
+        }
+    }
+
+    pub fn action(&self) -> Action {
+        action(&self.event)
+    }
+
+    /// The columns of a tail line, before alignment and colour.
+    pub fn columns(&self) -> [String; 7] {
+        let e = &self.event;
+        [
+            humantime::format_rfc3339_millis(self.time).to_string(),
+            self.cgroup_path.clone(),
+            e.pid.to_string(),
+            comm(e),
+            op_name(e).to_owned(),
+            self.action().name().to_uppercase(),
+            detail(e),
+        ]
+    }
+
+    /// One JSON object; field names follow the Elastic Common Schema where one exists (see the
+    /// README's event schema).
+    pub fn json(&self) -> serde_json::Value {
+        let e = &self.event;
+        json!({
+            "@timestamp": humantime::format_rfc3339_nanos(self.time).to_string(),
+            "event": {
+                "kind": "alert",
+                "action": op_name(e),
+                "outcome": if e.errno == 0 { "success" } else { "failure" },
+                "type": [if e.errno == 0 { "info" } else { "denied" }],
+            },
+            "enforcer": {
+                "operation": op_name(e),
+                "action": self.action().name(),
+                "hook": hook_name(e),
+                "errno": e.errno,
+                "detail": detail(e),
+                "policy_cgroup_id": e.policy_cgroup_id,
+                "args": e.args,
+            },
+            "process": {
+                "pid": e.pid,
+                "thread": { "id": e.tid },
+                "name": comm(e),
+            },
+            "user": { "id": e.uid.to_string() },
+            "group": { "id": e.gid.to_string() },
+            "cgroup": { "id": e.cgroup_id, "path": self.cgroup_path },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Event {
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"date");
+        Event {
+            version: EVENT_VERSION,
+            op: Operation::Settime as u8,
+            hook: Hook::Settime as u8,
+            action: Action::Deny as u8,
+            _pad0: [0; 3],
+            errno: 1,
+            pid: 42,
+            tid: 43,
+            uid: 0,
+            gid: 0,
+            _pad1: 0,
+            ktime_ns: 1_000_000_000,
+            cgroup_id: 7,
+            policy_cgroup_id: 7,
+            comm,
+            args: [1_893_456_000, 0, 0, 0],
+            text: [0; enforcer_common::DETAIL_TEXT_LEN],
+        }
+    }
+
+    fn bytes(event: &Event) -> Vec<u8> {
+        // SAFETY: Event is plain old data.
+        unsafe {
+            std::slice::from_raw_parts((event as *const Event).cast::<u8>(), size_of::<Event>())
+        }
+        .to_vec()
+    }
+
+    #[test]
+    fn decodes_what_the_kernel_writes() {
+        let event = decode(&bytes(&sample())).unwrap();
+        assert_eq!(event.pid, 42);
+        assert_eq!(comm(&event), "date");
+        assert_eq!(detail(&event), "set clock to 2030-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn refuses_short_and_foreign_records() {
+        assert_eq!(
+            decode(&[0; 8]).unwrap_err(),
+            DecodeError::Size(8, size_of::<Event>())
+        );
+        let mut other = sample();
+        other.version = 99;
+        assert_eq!(decode(&bytes(&other)).unwrap_err(), DecodeError::Version(99));
+    }
+
+    #[test]
+    fn json_carries_the_schema_fields() {
+        let rendered = Rendered {
+            time: SystemTime::UNIX_EPOCH,
+            cgroup_path: "/demo".into(),
+            event: sample(),
+        };
+        let value = rendered.json();
+        assert_eq!(value["process"]["pid"], 42);
+        assert_eq!(value["enforcer"]["action"], "deny");
+        assert_eq!(value["event"]["outcome"], "failure");
+        assert_eq!(value["cgroup"]["path"], "/demo");
+    }
+}

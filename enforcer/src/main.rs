@@ -1,0 +1,126 @@
+//! `enforcer`: per-container syscall policy enforcer on BPF LSM.
+mod cgroup;
+mod cmd;
+mod events;
+mod loader;
+mod policy;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use enforcer_common::MAX_POLICY_LEVELS;
+
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Set the policy of a cgroup (and every cgroup below it); replaces any policy it had.
+    Attach(cmd::attach::Args),
+    /// Remove the policy of a cgroup.
+    Detach(cmd::detach::Args),
+    /// Show the policies in force and their counters.
+    List(cmd::list::Args),
+    /// Follow violation events live.
+    Tail(cmd::tail::Args),
+    /// Remove every program, map and policy of enforcer from the kernel.
+    Reset,
+}
+
+/// Exit codes, one per kind of failure, so scripts can tell them apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Exit {
+    Failure = 1,
+    // 2 is clap's usage error.
+    BadPolicy = 3,
+    BadCgroup = 4,
+    CannotEnforce = 5,
+    NotPrivileged = 6,
+    NothingAttached = 7,
+}
+
+/// An error that is the user's to fix, with its exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ExitError {
+    code: Exit,
+    message: String,
+}
+
+impl ExitError {
+    pub fn too_many_levels(count: usize) -> Self {
+        Self {
+            code: Exit::BadPolicy,
+            message: format!(
+                "policies would sit at {count} different cgroup depths; at most {MAX_POLICY_LEVELS} are supported: attach at a depth already in use (`enforcer list`)"
+            ),
+        }
+    }
+
+    pub fn no_policy(cgroup: &str) -> Self {
+        Self {
+            code: Exit::NothingAttached,
+            message: format!("{cgroup} has no policy; `enforcer list` shows the attached cgroups"),
+        }
+    }
+}
+
+fn exit_code(err: &anyhow::Error) -> Exit {
+    use loader::LoaderError as L;
+    for cause in err.chain() {
+        if let Some(err) = cause.downcast_ref::<ExitError>() {
+            return err.code;
+        }
+        if cause.is::<policy::PolicyError>() {
+            return Exit::BadPolicy;
+        }
+        if cause.is::<cgroup::CgroupError>() {
+            return Exit::BadCgroup;
+        }
+        if let Some(err) = cause.downcast_ref::<L>() {
+            return match err {
+                L::NotPrivileged => Exit::NotPrivileged,
+                L::LsmInactive(_) | L::LsmRefused(_) | L::NoBtf(_) | L::MissingHook { .. } => {
+                    Exit::CannotEnforce
+                }
+                L::NotInstalled(_) => Exit::NothingAttached,
+                _ => Exit::Failure,
+            };
+        }
+    }
+    Exit::Failure
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Attach(args) => cmd::attach::run(args),
+        Command::Detach(args) => cmd::detach::run(args),
+        Command::List(args) => cmd::list::run(args),
+        Command::Tail(args) => cmd::tail::run(args),
+        Command::Reset => reset(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line: the cause chain joined, which names the fix at its end.
+            eprintln!("enforcer: {err:#}");
+            ExitCode::from(exit_code(&err) as u8)
+        }
+    }
+}
+
+fn reset() -> anyhow::Result<()> {
+    let lock = loader::lock()?;
+    if loader::reset(&lock)? {
+        println!("removed every enforcer program, map and policy");
+    } else {
+        println!("nothing to remove");
+    }
+    Ok(())
+}
