@@ -21,6 +21,9 @@ fn main() {
         println!("cargo::error=BPF toolchain missing: {missing}; {FIX}");
         return;
     }
+    // aya-build relays every line of the nested cargo's stderr as a warning; keep that to errors.
+    // SAFETY: build scripts are single-threaded here; the nested cargo inherits the variable.
+    unsafe { env::set_var("CARGO_TERM_QUIET", "true") };
     let package = aya_build::Package {
         name: "enforcer-ebpf",
         root_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../enforcer-ebpf"),

@@ -88,7 +88,7 @@ fn decide(op: Operation) -> Option<Decision> {
             continue;
         }
         // SAFETY: the value is copied out at once; a concurrent update replaces whole entries.
-        if let Some(policy) = unsafe { POLICIES.get(&id) } {
+        if let Some(policy) = unsafe { POLICIES.get(id) } {
             return Some(Decision {
                 action: policy.action(op),
                 policy_cgroup_id: id,
@@ -102,7 +102,7 @@ fn decide(op: Operation) -> Option<Decision> {
 fn count(op: Operation, decision: &Decision) {
     // User space creates the counter entry before the policy and removes it after, so a miss only
     // happens in that window; there is nothing better to do then than not count.
-    let Some(counters) = COUNTERS.get_ptr_mut(&decision.policy_cgroup_id) else {
+    let Some(counters) = COUNTERS.get_ptr_mut(decision.policy_cgroup_id) else {
         return;
     };
     // SAFETY: per-CPU value of a live entry; programs do not migrate CPUs while running.
@@ -118,9 +118,8 @@ fn count(op: Operation, decision: &Decision) {
 
 #[inline(always)]
 fn emit(op: Operation, hook: Hook, decision: &Decision, verdict: Verdict, detail: Detail) {
-    // No wakeup per event: a deny storm must not pay for waking the consumer on every call. The
-    // consumer drains on a short timer.
-    let Some(mut entry) = EVENTS.reserve::<Event>(BPF_RB_NO_WAKEUP as u64) else {
+    // reserve takes no flags (anything else makes it fail); the no-wakeup flag goes on submit.
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         if let Some(dropped) = DROPPED.get_ptr_mut(0) {
             // SAFETY: per-CPU slot of an array map, always present.
             unsafe { *dropped += 1 };
@@ -152,5 +151,7 @@ fn emit(op: Operation, hook: Hook, decision: &Decision, verdict: Verdict, detail
         args: detail.args,
         text: [0; DETAIL_TEXT_LEN],
     });
+    // No wakeup per event: a deny storm must not pay for waking the consumer on every call. The
+    // consumer drains on a short timer.
     entry.submit(BPF_RB_NO_WAKEUP as u64);
 }

@@ -12,7 +12,9 @@ const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
 #[derive(Debug, Error)]
 pub enum CgroupError {
-    #[error("no cgroup v2 filesystem is mounted; mount one with `mount -t cgroup2 none /sys/fs/cgroup`")]
+    #[error(
+        "no cgroup v2 filesystem is mounted; mount one with `mount -t cgroup2 none /sys/fs/cgroup`"
+    )]
     NoCgroup2,
     #[error("cgroup {0} does not exist; create it with `mkdir` under the cgroup v2 mount ({1})")]
     Missing(String, String),
@@ -84,7 +86,7 @@ fn from_path(root: &Path, spec: &Path) -> Result<Cgroup, CgroupError> {
     let fs_type = nix::sys::statfs::statfs(&candidate)
         .map_err(|err| CgroupError::Io(shown.clone(), err.into()))?
         .filesystem_type()
-        .0 as i64;
+        .0;
     let canonical = candidate
         .canonicalize()
         .map_err(|err| CgroupError::Io(shown.clone(), err))?;
@@ -184,7 +186,10 @@ mod tests {
             Some(("cgroup2", "/sys/fs/cgroup/unified"))
         );
         let v1 = "36 24 0:31 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu";
-        assert_eq!(parse_mountinfo_line(v1), Some(("cgroup", "/sys/fs/cgroup/cpu")));
+        assert_eq!(
+            parse_mountinfo_line(v1),
+            Some(("cgroup", "/sys/fs/cgroup/cpu"))
+        );
     }
 
     #[test]

@@ -68,7 +68,11 @@ impl Clock {
 }
 
 fn comm(event: &Event) -> String {
-    let end = event.comm.iter().position(|&b| b == 0).unwrap_or(event.comm.len());
+    let end = event
+        .comm
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(event.comm.len());
     String::from_utf8_lossy(&event.comm[..end]).into_owned()
 }
 
@@ -219,7 +223,10 @@ mod tests {
         );
         let mut other = sample();
         other.version = 99;
-        assert_eq!(decode(&bytes(&other)).unwrap_err(), DecodeError::Version(99));
+        assert_eq!(
+            decode(&bytes(&other)).unwrap_err(),
+            DecodeError::Version(99)
+        );
     }
 
     #[test]

@@ -33,7 +33,13 @@ const MAP_LEVELS: &str = "POLICY_LEVELS";
 const MAP_COUNTERS: &str = "COUNTERS";
 const MAP_EVENTS: &str = "EVENTS";
 const MAP_DROPPED: &str = "DROPPED";
-const MAPS: [&str; 5] = [MAP_POLICIES, MAP_LEVELS, MAP_COUNTERS, MAP_EVENTS, MAP_DROPPED];
+const MAPS: [&str; 5] = [
+    MAP_POLICIES,
+    MAP_LEVELS,
+    MAP_COUNTERS,
+    MAP_EVENTS,
+    MAP_DROPPED,
+];
 
 #[derive(Debug, Error)]
 pub enum LoaderError {
@@ -60,7 +66,9 @@ pub enum LoaderError {
     },
     #[error("nothing is enforced yet (no pins under {0}); start with `enforcer attach`")]
     NotInstalled(String),
-    #[error("kernel BTF is unavailable at /sys/kernel/btf/vmlinux ({0}); a kernel with CONFIG_DEBUG_INFO_BTF=y is needed")]
+    #[error(
+        "kernel BTF is unavailable at /sys/kernel/btf/vmlinux ({0}); a kernel with CONFIG_DEBUG_INFO_BTF=y is needed"
+    )]
     NoBtf(String),
     #[error("the BPF object has no {0} '{1}'; the build is broken, rebuild enforcer")]
     BrokenObject(&'static str, &'static str),
@@ -78,7 +86,10 @@ pub enum LoaderError {
     },
 }
 
-fn bpf_err(what: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> LoaderError {
+fn bpf_err(
+    what: impl Into<String>,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> LoaderError {
     LoaderError::Bpf {
         what: what.into(),
         source: Box::new(source),
@@ -136,7 +147,8 @@ pub struct StateLock(#[allow(dead_code)] Flock<File>);
 
 pub fn lock() -> Result<StateLock, LoaderError> {
     let dir = Path::new(LOCK_FILE).parent().unwrap_or(Path::new("/"));
-    fs::create_dir_all(dir).map_err(|err| io_err(format!("cannot create {}", dir.display()), err))?;
+    fs::create_dir_all(dir)
+        .map_err(|err| io_err(format!("cannot create {}", dir.display()), err))?;
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -194,7 +206,8 @@ fn open_map(pins: &Pins, name: &str) -> Result<MapData, LoaderError> {
 }
 
 fn open_policy_maps(pins: &Pins) -> Result<PolicyMaps, LoaderError> {
-    let layout = |name: &str, err: MapError| bpf_err(format!("{name} has an unexpected layout"), err);
+    let layout =
+        |name: &str, err: MapError| bpf_err(format!("{name} has an unexpected layout"), err);
     Ok(PolicyMaps {
         policies: HashMap::try_from(Map::HashMap(open_map(pins, MAP_POLICIES)?))
             .map_err(|err| layout(MAP_POLICIES, err))?,
@@ -214,8 +227,8 @@ fn require_root() -> Result<(), LoaderError> {
 }
 
 fn ensure_bpffs() -> Result<(), LoaderError> {
-    let is_bpffs = nix::sys::statfs::statfs(BPF_FS)
-        .is_ok_and(|fs| fs.filesystem_type().0 as i64 == BPF_FS_MAGIC);
+    let is_bpffs =
+        nix::sys::statfs::statfs(BPF_FS).is_ok_and(|fs| fs.filesystem_type().0 == BPF_FS_MAGIC);
     if !is_bpffs {
         nix::mount::mount(
             Some("bpf"),
@@ -261,7 +274,12 @@ fn load_and_pin(pins: &Pins) -> Result<(), LoaderError> {
             .program_mut(spec.program)
             .ok_or(LoaderError::BrokenObject("program", spec.program))?
             .try_into()
-            .map_err(|err| bpf_err(format!("program {} is not an LSM program", spec.program), err))?;
+            .map_err(|err| {
+                bpf_err(
+                    format!("program {} is not an LSM program", spec.program),
+                    err,
+                )
+            })?;
         program
             .load(spec.lsm_hook, &btf)
             .map_err(|err| classify_load_error(spec.program, spec.lsm_hook, err))?;
@@ -316,7 +334,11 @@ fn load_and_pin(pins: &Pins) -> Result<(), LoaderError> {
     result
 }
 
-fn classify_load_error(program: &'static str, hook: &'static str, err: ProgramError) -> LoaderError {
+fn classify_load_error(
+    program: &'static str,
+    hook: &'static str,
+    err: ProgramError,
+) -> LoaderError {
     match &err {
         ProgramError::LoadError { io_error, .. }
             if io_error.raw_os_error() == Some(libc::EPERM) =>

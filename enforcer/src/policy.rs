@@ -7,7 +7,9 @@ use thiserror::Error;
 pub enum PolicyError {
     #[error("unknown operation '{0}'; known operations: {known}, or 'all'", known = known_names())]
     UnknownOperation(String),
-    #[error("operation '{op}' is given both as {first} and as {second}; name it under one action only")]
+    #[error(
+        "operation '{op}' is given both as {first} and as {second}; name it under one action only"
+    )]
     Conflict {
         op: &'static str,
         first: &'static str,
@@ -101,7 +103,10 @@ mod tests {
     #[test]
     fn parses_lists_and_all() {
         assert_eq!(parse_ops("settime").unwrap(), vec![Operation::Settime]);
-        assert_eq!(parse_ops(" settime , settime").unwrap(), vec![Operation::Settime]);
+        assert_eq!(
+            parse_ops(" settime , settime").unwrap(),
+            vec![Operation::Settime]
+        );
         let all = parse_ops("all").unwrap();
         assert_eq!(all.len(), OPERATIONS.len());
     }
@@ -112,7 +117,10 @@ mod tests {
             parse_ops("settime,fly"),
             Err(PolicyError::UnknownOperation("fly".into()))
         );
-        assert!(matches!(parse_ops("settime,"), Err(PolicyError::EmptyName(_))));
+        assert!(matches!(
+            parse_ops("settime,"),
+            Err(PolicyError::EmptyName(_))
+        ));
         let message = PolicyError::UnknownOperation("fly".into()).to_string();
         assert!(message.contains("settime"), "{message}");
     }
@@ -128,7 +136,10 @@ mod tests {
     #[test]
     fn one_operation_under_two_actions_is_a_conflict() {
         let err = compile(
-            &[(Action::Deny, Some("settime")), (Action::Audit, Some("all"))],
+            &[
+                (Action::Deny, Some("settime")),
+                (Action::Audit, Some("all")),
+            ],
             1,
         )
         .unwrap_err();
@@ -144,7 +155,10 @@ mod tests {
 
     #[test]
     fn an_empty_policy_is_refused() {
-        assert_eq!(compile(&[(Action::Deny, None)], 1), Err(PolicyError::Nothing));
+        assert_eq!(
+            compile(&[(Action::Deny, None)], 1),
+            Err(PolicyError::Nothing)
+        );
     }
 
     #[test]

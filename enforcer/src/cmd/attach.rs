@@ -51,7 +51,8 @@ pub fn run(args: Args) -> Result<()> {
     // see a policy without its counters, and replacing a policy keeps its counts.
     if maps.counters.get(&target.id, 0).is_err() {
         let zeroes = vec![Counters::default(); aya::util::nr_cpus().map_err(|(_, e)| e)?];
-        maps.counters.insert(target.id, aya::maps::PerCpuValues::try_from(zeroes)?, 0)?;
+        maps.counters
+            .insert(target.id, aya::maps::PerCpuValues::try_from(zeroes)?, 0)?;
     }
     maps.policies.insert(target.id, new_policy, 0)?;
     write_levels(&mut maps, &levels)?;

@@ -93,8 +93,10 @@ async fn follow(
 ) -> Result<(), Follow> {
     // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, until it is dropped, which
     // happens only when the AsyncFd that owns it is dropped.
-    let mut ring = unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
-        .map_err(|err| Follow::Failed(anyhow::anyhow!("cannot watch the ring buffer: {err}")))?;
+    let mut ring =
+        unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }.map_err(
+            |err| Follow::Failed(anyhow::anyhow!("cannot watch the ring buffer: {err}")),
+        )?;
     let mut ticker = tokio::time::interval(DRAIN_INTERVAL);
     let mut reported_drops = total_dropped(&dropped);
     if !output.json {
@@ -184,7 +186,10 @@ impl Output {
             });
             writeln!(self.out, "{record}")
         } else {
-            writeln!(self.out, "-- {count} events dropped: the ring buffer was full --")
+            writeln!(
+                self.out,
+                "-- {count} events dropped: the ring buffer was full --"
+            )
         }
     }
 
