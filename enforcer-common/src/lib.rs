@@ -66,7 +66,13 @@ impl Action {
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Hook {
-    Settime = 0,
+    Capable = 0,
+    SbMount = 1,
+    SbUmount = 2,
+    SbPivotroot = 3,
+    MoveMount = 4,
+    KeyAlloc = 5,
+    KeyPermission = 6,
 }
 
 /// One row of the hook table: which program serves which kernel hook.
@@ -86,21 +92,135 @@ pub struct OpSpec {
     pub hooks: &'static [Hook],
 }
 
+const fn hook(hook: Hook, name: &'static str) -> HookSpec {
+    HookSpec {
+        hook,
+        program: name,
+        lsm_hook: name,
+    }
+}
+
 /// Every hook we attach. User space loads and attaches exactly these programs.
-pub const HOOKS: &[HookSpec] = &[HookSpec {
-    hook: Hook::Settime,
-    program: "settime",
-    lsm_hook: "settime",
-}];
+pub const HOOKS: &[HookSpec] = &[
+    hook(Hook::Capable, "capable"),
+    hook(Hook::SbMount, "sb_mount"),
+    hook(Hook::SbUmount, "sb_umount"),
+    hook(Hook::SbPivotroot, "sb_pivotroot"),
+    hook(Hook::MoveMount, "move_mount"),
+    hook(Hook::KeyAlloc, "key_alloc"),
+    hook(Hook::KeyPermission, "key_permission"),
+];
 
 /// Every operation a policy can name. Adding an operation is one row here plus one hook module in
 /// `enforcer-ebpf`.
-pub const OPERATIONS: &[OpSpec] = &[OpSpec {
-    op: Operation::Settime,
-    name: "settime",
-    summary: "set the system clock (settimeofday, clock_settime(CLOCK_REALTIME))",
-    hooks: &[Hook::Settime],
-}];
+pub const OPERATIONS: &[OpSpec] = &[
+    OpSpec {
+        op: Operation::Mount,
+        name: "mount",
+        summary: "mount, unmount, remount, bind, move, pivot_root, the new mount API",
+        hooks: &[
+            Hook::SbMount,
+            Hook::SbUmount,
+            Hook::SbPivotroot,
+            Hook::MoveMount,
+            Hook::Capable,
+        ],
+    },
+    OpSpec {
+        op: Operation::Keyctl,
+        name: "keyctl",
+        summary: "create, find, read, change or link kernel keys and keyrings",
+        hooks: &[Hook::KeyAlloc, Hook::KeyPermission],
+    },
+    OpSpec {
+        op: Operation::Settime,
+        name: "settime",
+        summary: "set or adjust the system clock",
+        hooks: &[Hook::Capable],
+    },
+];
+
+/// Capabilities whose checks the `capable` program guards.
+pub mod caps {
+    pub const CAP_SYS_ADMIN: i32 = 21;
+    pub const CAP_SYS_TIME: i32 = 25;
+}
+
+/// x86_64 system call numbers the programs and the event decoder need.
+pub mod syscalls {
+    pub const SETTIMEOFDAY: i64 = 164;
+    pub const CLOCK_SETTIME: i64 = 227;
+    pub const ADJTIMEX: i64 = 159;
+    pub const CLOCK_ADJTIME: i64 = 305;
+    pub const MOUNT: i64 = 165;
+    pub const UMOUNT2: i64 = 166;
+    pub const PIVOT_ROOT: i64 = 155;
+    pub const OPEN_TREE: i64 = 428;
+    pub const MOVE_MOUNT: i64 = 429;
+    pub const FSOPEN: i64 = 430;
+    pub const FSCONFIG: i64 = 431;
+    pub const FSMOUNT: i64 = 432;
+    pub const FSPICK: i64 = 433;
+    pub const MOUNT_SETATTR: i64 = 442;
+    pub const ADD_KEY: i64 = 248;
+    pub const REQUEST_KEY: i64 = 249;
+    pub const KEYCTL: i64 = 250;
+
+    /// Mount-family calls that reach no dedicated mount hook, only their `CAP_SYS_ADMIN` check.
+    /// The numbers are the same for 64-bit and 32-bit callers. mount, umount2, pivot_root and
+    /// move_mount are left to their own hooks, which see the mount objects.
+    pub const fn is_mount_api_without_hook(nr: i64) -> bool {
+        matches!(
+            nr,
+            OPEN_TREE | FSOPEN | FSCONFIG | FSMOUNT | FSPICK | MOUNT_SETATTR
+        )
+    }
+
+    /// Which argument of the call is the string worth reporting (path, fs type, key description).
+    pub const fn string_arg(nr: i64) -> Option<usize> {
+        match nr {
+            MOUNT => Some(1),                              // target
+            UMOUNT2 | PIVOT_ROOT | FSOPEN => Some(0),      // target, new root, fs type
+            OPEN_TREE | FSPICK | MOUNT_SETATTR => Some(1), // path
+            MOVE_MOUNT => Some(3),                         // to_path
+            FSCONFIG => Some(2),                           // key
+            ADD_KEY | REQUEST_KEY => Some(1),              // description
+            _ => None,
+        }
+    }
+
+    /// Which argument points at the requested time (`timeval`/`timespec`, seconds first).
+    pub const fn time_arg(nr: i64) -> Option<usize> {
+        match nr {
+            SETTIMEOFDAY => Some(0),
+            CLOCK_SETTIME => Some(1),
+            _ => None,
+        }
+    }
+
+    pub fn name(nr: i64) -> Option<&'static str> {
+        Some(match nr {
+            SETTIMEOFDAY => "settimeofday",
+            CLOCK_SETTIME => "clock_settime",
+            ADJTIMEX => "adjtimex",
+            CLOCK_ADJTIME => "clock_adjtime",
+            MOUNT => "mount",
+            UMOUNT2 => "umount2",
+            PIVOT_ROOT => "pivot_root",
+            OPEN_TREE => "open_tree",
+            MOVE_MOUNT => "move_mount",
+            FSOPEN => "fsopen",
+            FSCONFIG => "fsconfig",
+            FSMOUNT => "fsmount",
+            FSPICK => "fspick",
+            MOUNT_SETATTR => "mount_setattr",
+            ADD_KEY => "add_key",
+            REQUEST_KEY => "request_key",
+            KEYCTL => "keyctl",
+            _ => return None,
+        })
+    }
+}
 
 impl Operation {
     pub fn spec(self) -> Option<&'static OpSpec> {
@@ -172,29 +292,36 @@ pub struct PolicyLevels {
 }
 const _: () = assert!(core::mem::size_of::<PolicyLevels>() == 32);
 
-/// Per-CPU counters of a policy cgroup, indexed by operation. Counted before and independently of
-/// event emission, so they stay exact when events are dropped.
+/// Per-CPU decision counters of a policy cgroup: `by_action[action][operation]`. The `allow` row
+/// stays zero; it is there so the BPF side indexes by the action's own value, a bound the
+/// verifier of every kernel can follow. Counted before and independently of event emission, so
+/// they stay exact when events are dropped.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
-    pub audited: [u64; OP_SLOTS],
-    pub denied: [u64; OP_SLOTS],
-    pub killed: [u64; OP_SLOTS],
+    pub by_action: [[u64; OP_SLOTS]; 4],
 }
-const _: () = assert!(core::mem::size_of::<Counters>() == 3 * 8 * OP_SLOTS);
+const _: () = assert!(core::mem::size_of::<Counters>() == 4 * 8 * OP_SLOTS);
+
+impl Counters {
+    pub fn get(&self, action: Action, op: Operation) -> u64 {
+        self.by_action[action as usize][op as usize]
+    }
+
+    /// Adds another CPU's counts.
+    pub fn add(&mut self, other: &Counters) {
+        for (row, other_row) in self.by_action.iter_mut().zip(&other.by_action) {
+            for (count, other_count) in row.iter_mut().zip(other_row) {
+                *count += other_count;
+            }
+        }
+    }
+}
 
 /// Version of [`Event`]; the first field of every record.
 pub const EVENT_VERSION: u16 = 1;
 pub const COMM_LEN: usize = 16;
 pub const DETAIL_TEXT_LEN: usize = 128;
-
-/// Which field layout [`Event::args`] follows, by hook.
-pub mod args {
-    /// `settime`: args[0] = requested seconds (or -1 when only the timezone is set),
-    /// args[1] = requested nanoseconds.
-    pub const SETTIME_SEC: usize = 0;
-    pub const SETTIME_NSEC: usize = 1;
-}
 
 /// A violation record on the ring buffer: one per audited, denied or killed operation.
 #[repr(C)]
@@ -224,12 +351,19 @@ pub struct Event {
     /// cgroup v2 id whose policy decided (the caller's or its nearest ancestor with a policy).
     pub policy_cgroup_id: u64,
     pub comm: [u8; COMM_LEN],
-    /// Operation-specific numbers; see [`args`].
-    pub args: [i64; 4],
-    /// Operation-specific text (NUL-terminated), empty when the hook has none.
+    /// System call the caller was in (x86_64 number from its saved registers), -1 if none.
+    pub syscall: i64,
+    /// Its six raw arguments.
+    pub args: [u64; 6],
+    /// Hook-specific number: the capability for `capable`, else 0.
+    pub hook_arg: i64,
+    /// The requested time in seconds for settimeofday/clock_settime, else -1.
+    pub requested_sec: i64,
+    /// The call's string argument named by [`syscalls::string_arg`] (NUL-terminated, may be
+    /// cut), empty when it has none or it could not be read.
     pub text: [u8; DETAIL_TEXT_LEN],
 }
-const _: () = assert!(core::mem::size_of::<Event>() == 232);
+const _: () = assert!(core::mem::size_of::<Event>() == 272);
 
 #[cfg(feature = "user")]
 mod user {
@@ -271,5 +405,12 @@ mod tests {
             ..Policy::default()
         };
         assert_eq!(policy.action(Operation::Settime), Action::Deny);
+    }
+
+    #[test]
+    fn every_operation_is_in_the_table() {
+        for op in [Operation::Mount, Operation::Keyctl, Operation::Settime] {
+            assert!(op.spec().is_some(), "{op:?}");
+        }
     }
 }

@@ -3,7 +3,11 @@
 #![no_std]
 #![no_main]
 
+mod bench;
+mod capable;
+mod keys;
 mod maps;
+mod mount;
 mod policy;
 mod time;
 

@@ -4,15 +4,15 @@
 //! The verdict is computed first and never depends on what happens afterwards: counting and event
 //! emission are best effort and cannot turn a denial into an allow.
 use aya_ebpf::{
-    bindings::BPF_RB_NO_WAKEUP,
+    bindings::{BPF_RB_NO_WAKEUP, pt_regs},
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
-        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_send_signal,
+        bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_get_current_uid_gid,
+        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
+        bpf_probe_read_user_str_bytes, bpf_send_signal, generated::bpf_task_pt_regs,
     },
 };
-use enforcer_common::{
-    Action, DETAIL_TEXT_LEN, EVENT_VERSION, Event, Hook, MAX_POLICY_LEVELS, Operation,
-};
+use enforcer_common::{Action, EVENT_VERSION, Event, Hook, MAX_POLICY_LEVELS, Operation, syscalls};
 
 use crate::maps::{COUNTERS, DROPPED, EVENTS, POLICIES, POLICY_LEVELS};
 
@@ -37,38 +37,73 @@ impl Verdict {
     }
 }
 
+/// The system call the current task is in, from its saved user registers.
+pub struct Syscall {
+    /// x86_64 number, -1 when the task is not in a system call.
+    pub nr: i64,
+    pub args: [u64; 6],
+}
+
+impl Syscall {
+    #[inline(always)]
+    fn current() -> Self {
+        // SAFETY: the task pointer comes from the kernel (BTF-typed) and pt_regs is read with
+        // probe_read, which fails cleanly instead of faulting.
+        let regs = unsafe {
+            let task = bpf_get_current_task_btf();
+            bpf_probe_read_kernel(bpf_task_pt_regs(task.cast()) as *const pt_regs)
+        };
+        match regs {
+            Ok(r) => Self {
+                nr: r.orig_rax as i64,
+                args: [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9],
+            },
+            Err(_) => Self {
+                nr: -1,
+                args: [0; 6],
+            },
+        }
+    }
+}
+
 /// The policy that applies to the caller.
 struct Decision {
     action: Action,
     policy_cgroup_id: u64,
 }
 
-/// Operation-specific part of an event, filled by the hook.
-#[derive(Default)]
-pub struct Detail {
-    pub args: [i64; 4],
-}
-
-/// Decides `op` for the current task and reports the decision. `detail` is only called when
-/// there is something to report, so hooks read their arguments off the fast path.
+/// Decides `op` for the current task and reports the decision.
+///
+/// `hook_arg` goes into the event (the capability for `capable`). `applies` narrows a shared hook
+/// to the calls of this operation; it runs only when a policy asks for something, so callers
+/// outside every policy never pay for reading their registers.
 #[inline(always)]
-pub fn enforce(op: Operation, hook: Hook, detail: impl FnOnce() -> Detail) -> Verdict {
+pub fn enforce(
+    op: Operation,
+    hook: Hook,
+    hook_arg: i64,
+    applies: impl FnOnce(&Syscall) -> bool,
+) -> Verdict {
     let Some(decision) = decide(op) else {
         return Verdict::Allow;
     };
+    if decision.action == Action::Allow {
+        return Verdict::Allow;
+    }
+    let syscall = Syscall::current();
+    if !applies(&syscall) {
+        return Verdict::Allow;
+    }
     let verdict = match decision.action {
         Action::Allow | Action::Audit => Verdict::Allow,
         Action::Deny | Action::Kill => Verdict::Deny,
     };
-    if decision.action == Action::Allow {
-        return verdict;
-    }
     if decision.action == Action::Kill {
         // SAFETY: helper call with a constant signal number; it only queues the signal.
         unsafe { bpf_send_signal(SIGKILL) };
     }
     count(op, &decision);
-    emit(op, hook, &decision, verdict, detail());
+    emit(op, hook, hook_arg, &decision, verdict, &syscall);
     verdict
 }
 
@@ -107,17 +142,24 @@ fn count(op: Operation, decision: &Decision) {
     };
     // SAFETY: per-CPU value of a live entry; programs do not migrate CPUs while running.
     let counters = unsafe { &mut *counters };
-    let slot = op as usize;
-    match decision.action {
-        Action::Audit => counters.audited[slot] += 1,
-        Action::Deny => counters.denied[slot] += 1,
-        Action::Kill => counters.killed[slot] += 1,
-        Action::Allow => {}
+    if let Some(count) = counters
+        .by_action
+        .get_mut(decision.action as usize)
+        .and_then(|row| row.get_mut(op as usize))
+    {
+        *count += 1;
     }
 }
 
 #[inline(always)]
-fn emit(op: Operation, hook: Hook, decision: &Decision, verdict: Verdict, detail: Detail) {
+fn emit(
+    op: Operation,
+    hook: Hook,
+    hook_arg: i64,
+    decision: &Decision,
+    verdict: Verdict,
+    syscall: &Syscall,
+) {
     // reserve takes no flags (anything else makes it fail); the no-wakeup flag goes on submit.
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         if let Some(dropped) = DROPPED.get_ptr_mut(0) {
@@ -128,29 +170,45 @@ fn emit(op: Operation, hook: Hook, decision: &Decision, verdict: Verdict, detail
     };
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
-    entry.write(Event {
-        version: EVENT_VERSION,
-        op: op as u8,
-        hook: hook as u8,
-        action: decision.action as u8,
-        _pad0: [0; 3],
-        errno: match verdict {
-            Verdict::Allow => 0,
-            Verdict::Deny => EPERM,
-        },
-        pid: (pid_tgid >> 32) as u32,
-        tid: pid_tgid as u32,
-        uid: uid_gid as u32,
-        gid: (uid_gid >> 32) as u32,
-        _pad1: 0,
-        // SAFETY: plain helper calls.
-        ktime_ns: unsafe { bpf_ktime_get_ns() },
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        policy_cgroup_id: decision.policy_cgroup_id,
-        comm: bpf_get_current_comm().unwrap_or_default(),
-        args: detail.args,
-        text: [0; DETAIL_TEXT_LEN],
-    });
+    // Fields are written in place: the record is too large to build on the 512-byte BPF stack.
+    // SAFETY: `entry` is a reservation of size_of::<Event>() bytes, exclusively ours until submit.
+    let event = unsafe { &mut *entry.as_mut_ptr() };
+    event.version = EVENT_VERSION;
+    event.op = op as u8;
+    event.hook = hook as u8;
+    event.action = decision.action as u8;
+    event._pad0 = [0; 3];
+    event.errno = match verdict {
+        Verdict::Allow => 0,
+        Verdict::Deny => EPERM,
+    };
+    event.pid = (pid_tgid >> 32) as u32;
+    event.tid = pid_tgid as u32;
+    event.uid = uid_gid as u32;
+    event.gid = (uid_gid >> 32) as u32;
+    event._pad1 = 0;
+    // SAFETY: plain helper calls.
+    event.ktime_ns = unsafe { bpf_ktime_get_ns() };
+    event.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    event.policy_cgroup_id = decision.policy_cgroup_id;
+    event.comm = bpf_get_current_comm().unwrap_or_default();
+    event.syscall = syscall.nr;
+    event.args = syscall.args;
+    event.hook_arg = hook_arg;
+    event.requested_sec = -1;
+    if let Some(&ptr) = syscalls::time_arg(syscall.nr).and_then(|i| syscall.args.get(i)) {
+        // SAFETY: reads the caller's memory; a fault yields Err and leaves -1.
+        if let Ok(sec) = unsafe { bpf_probe_read_user(ptr as *const i64) } {
+            event.requested_sec = sec;
+        }
+    }
+    event.text[0] = 0;
+    if let Some(&ptr) = syscalls::string_arg(syscall.nr).and_then(|i| syscall.args.get(i)) {
+        // SAFETY: reads a NUL-terminated string of the caller's, bounded by the buffer.
+        if unsafe { bpf_probe_read_user_str_bytes(ptr as *const u8, &mut event.text) }.is_err() {
+            event.text[0] = 0;
+        }
+    }
     // No wakeup per event: a deny storm must not pay for waking the consumer on every call. The
     // consumer drains on a short timer.
     entry.submit(BPF_RB_NO_WAKEUP as u64);

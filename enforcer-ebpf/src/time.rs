@@ -1,38 +1,17 @@
-//! `settime`: changes to the system clock.
-use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::lsm, programs::LsmContext};
-use enforcer_common::{Hook, Operation, args};
+//! `settime`: changes to the system clock. Every path (settimeofday, clock_settime, stime,
+//! adjtimex and clock_adjtime when they modify the clock) checks CAP_SYS_TIME first, and the
+//! capability LSM's own `settime` check is that same capability, so the `capable` hook alone sees
+//! them all, once each.
+use enforcer_common::{Hook, Operation, caps::CAP_SYS_TIME};
 
-use crate::policy::{Detail, enforce};
+use crate::policy::{Verdict, enforce};
 
-/// `struct timespec64` of the kernel.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Timespec64 {
-    tv_sec: i64,
-    tv_nsec: i64,
-}
-
-/// `security_settime64(const struct timespec64 *ts, const struct timezone *tz)`: reached from
-/// settimeofday, clock_settime(CLOCK_REALTIME) and stime.
-#[lsm(hook = "settime")]
-pub fn settime(ctx: LsmContext) -> i32 {
-    let previous: i32 = ctx.arg(2);
-    if previous != 0 {
-        return previous;
-    }
-    let ts: *const Timespec64 = ctx.arg(0);
-    enforce(Operation::Settime, Hook::Settime, || {
-        let mut detail = Detail::default();
-        // settimeofday(NULL, tz) only sets the timezone: report -1 seconds then.
-        detail.args[args::SETTIME_SEC] = -1;
-        if !ts.is_null() {
-            // SAFETY: reads a kernel pointer the hook was given; a fault yields Err.
-            if let Ok(requested) = unsafe { bpf_probe_read_kernel(ts) } {
-                detail.args[args::SETTIME_SEC] = requested.tv_sec;
-                detail.args[args::SETTIME_NSEC] = requested.tv_nsec;
-            }
-        }
-        detail
-    })
-    .retval()
+#[inline(always)]
+pub fn on_cap_sys_time() -> Verdict {
+    enforce(
+        Operation::Settime,
+        Hook::Capable,
+        CAP_SYS_TIME as i64,
+        |_| true,
+    )
 }

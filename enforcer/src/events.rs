@@ -1,7 +1,7 @@
 //! Decoding violation records from the ring buffer and formatting them for people and machines.
 use std::time::{Duration, SystemTime};
 
-use enforcer_common::{Action, EVENT_VERSION, Event, Hook, Operation, args};
+use enforcer_common::{Action, EVENT_VERSION, Event, Hook, Operation, syscalls};
 use serde_json::json;
 use thiserror::Error;
 
@@ -88,19 +88,39 @@ fn action(event: &Event) -> Action {
     Action::from_u8(event.action).unwrap_or(Action::Deny)
 }
 
-/// What the operation tried, in words, e.g. `set clock to 2030-01-01T00:00:00Z`.
+fn text(event: &Event) -> String {
+    let end = event
+        .text
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(event.text.len());
+    String::from_utf8_lossy(&event.text[..end]).into_owned()
+}
+
+/// The system call's name, or its number when this build does not know it.
+pub fn syscall_name(event: &Event) -> String {
+    match syscalls::name(event.syscall) {
+        Some(name) => name.to_owned(),
+        None if event.syscall < 0 => "-".to_owned(),
+        None => format!("syscall {}", event.syscall),
+    }
+}
+
+/// What the caller tried, in words: the call and its telling argument, e.g.
+/// `settimeofday to 2035-01-01T00:00:00Z` or `mount on /mnt/x`.
 pub fn detail(event: &Event) -> String {
-    match Operation::from_u8(event.op) {
-        Some(Operation::Settime) => {
-            let sec = event.args[args::SETTIME_SEC];
-            if sec < 0 {
-                "set timezone only".to_owned()
-            } else {
-                let when = SystemTime::UNIX_EPOCH + Duration::from_secs(sec as u64);
-                format!("set clock to {}", humantime::format_rfc3339_seconds(when))
-            }
+    let call = syscall_name(event);
+    let arg = text(event);
+    match event.syscall {
+        syscalls::SETTIMEOFDAY | syscalls::CLOCK_SETTIME if event.requested_sec >= 0 => {
+            let when = SystemTime::UNIX_EPOCH + Duration::from_secs(event.requested_sec as u64);
+            format!("{call} to {}", humantime::format_rfc3339_seconds(when))
         }
-        _ => String::new(),
+        syscalls::MOUNT | syscalls::MOVE_MOUNT if !arg.is_empty() => format!("{call} on {arg}"),
+        syscalls::FSOPEN if !arg.is_empty() => format!("{call} of {arg}"),
+        syscalls::KEYCTL => format!("{call} cmd {} key {}", event.args[0], event.args[1] as i32),
+        _ if !arg.is_empty() => format!("{call} {arg}"),
+        _ => call,
     }
 }
 
@@ -157,7 +177,10 @@ impl Rendered {
                 "errno": e.errno,
                 "detail": detail(e),
                 "policy_cgroup_id": e.policy_cgroup_id,
-                "args": e.args,
+                "syscall": { "nr": e.syscall, "name": syscalls::name(e.syscall), "args": e.args },
+                "hook_arg": e.hook_arg,
+                "requested_sec": (e.requested_sec >= 0).then_some(e.requested_sec),
+                "text": text(e),
             },
             "process": {
                 "pid": e.pid,
@@ -181,7 +204,7 @@ mod tests {
         Event {
             version: EVENT_VERSION,
             op: Operation::Settime as u8,
-            hook: Hook::Settime as u8,
+            hook: Hook::Capable as u8,
             action: Action::Deny as u8,
             _pad0: [0; 3],
             errno: 1,
@@ -194,7 +217,10 @@ mod tests {
             cgroup_id: 7,
             policy_cgroup_id: 7,
             comm,
-            args: [1_893_456_000, 0, 0, 0],
+            syscall: syscalls::SETTIMEOFDAY,
+            args: [0x7ffd_0000, 0, 0, 0, 0, 0],
+            hook_arg: 25,
+            requested_sec: 1_893_456_000,
             text: [0; enforcer_common::DETAIL_TEXT_LEN],
         }
     }
@@ -212,7 +238,7 @@ mod tests {
         let event = decode(&bytes(&sample())).unwrap();
         assert_eq!(event.pid, 42);
         assert_eq!(comm(&event), "date");
-        assert_eq!(detail(&event), "set clock to 2030-01-01T00:00:00Z");
+        assert_eq!(detail(&event), "settimeofday to 2030-01-01T00:00:00Z");
     }
 
     #[test]

@@ -357,6 +357,41 @@ fn classify_load_error(
     }
 }
 
+/// Attaches the do-nothing program `empty_<hook>` and pins its link under
+/// `/sys/fs/bpf/enforcer-bench/<hook>` (remove the file to detach). For benches only.
+pub fn attach_empty(hook: &str) -> Result<PathBuf, LoaderError> {
+    require_root()?;
+    ensure_bpffs()?;
+    let btf = Btf::from_sys_fs().map_err(|err| LoaderError::NoBtf(err.to_string()))?;
+    let mut ebpf = EbpfLoader::new()
+        .btf(Some(&btf))
+        .load(BPF_OBJECT)
+        .map_err(|err| bpf_err("cannot load the BPF object", err))?;
+    let name = format!("empty_{hook}");
+    let program: &mut Lsm = ebpf
+        .program_mut(&name)
+        .ok_or(LoaderError::BrokenObject("program", "empty_<hook>"))?
+        .try_into()
+        .map_err(|err| bpf_err(format!("{name} is not an LSM program"), err))?;
+    program
+        .load(hook, &btf)
+        .map_err(|err| bpf_err(format!("cannot load {name}"), err))?;
+    let link_id = program
+        .attach()
+        .map_err(|err| bpf_err(format!("cannot attach {name}"), err))?;
+    let link = program
+        .take_link(link_id)
+        .map_err(|err| bpf_err(format!("cannot take link of {name}"), err))?;
+    let dir = Path::new(BPF_FS).join("enforcer-bench");
+    fs::create_dir_all(&dir)
+        .map_err(|err| io_err(format!("cannot create {}", dir.display()), err))?;
+    let path = dir.join(hook);
+    FdLink::from(link)
+        .pin(&path)
+        .map_err(|err| bpf_err(format!("cannot pin {}", path.display()), err))?;
+    Ok(path)
+}
+
 /// Removes every pin of this build: programs detach, maps are freed once unreferenced.
 pub fn reset(_lock: &StateLock) -> Result<bool, LoaderError> {
     require_root()?;

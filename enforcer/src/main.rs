@@ -29,6 +29,12 @@ enum Command {
     Tail(cmd::tail::Args),
     /// Remove every program, map and policy of enforcer from the kernel.
     Reset,
+    /// Attach a do-nothing program to an LSM hook (`settime` or `capable`), for benches.
+    #[command(hide = true)]
+    BenchEmpty {
+        #[arg(long)]
+        hook: String,
+    },
 }
 
 /// Exit codes, one per kind of failure, so scripts can tell them apart.
@@ -104,6 +110,11 @@ fn main() -> ExitCode {
         Command::List(args) => cmd::list::run(args),
         Command::Tail(args) => cmd::tail::run(args),
         Command::Reset => reset(),
+        Command::BenchEmpty { hook } => loader::attach_empty(&hook)
+            .map(|path| {
+                println!("pinned {}", path.display());
+            })
+            .map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -244,3 +244,138 @@ impl Drop for ClockGuard {
         let _ = nix::time::clock_settime(nix::time::ClockId::CLOCK_REALTIME, ts);
     }
 }
+
+/// The `enforcer list --json` counters of one cgroup's operation: (audited, denied, killed).
+pub fn counters(cgroup: &Cgroup, op: &str) -> (u64, u64, u64) {
+    let list: Value = serde_json::from_str(&enforcer_ok(&["list", "--json"])).expect("list JSON");
+    let entry = list["policies"]
+        .as_array()
+        .expect("policies")
+        .iter()
+        .find(|p| p["cgroup_id"] == cgroup.id())
+        .unwrap_or_else(|| panic!("{} is not listed: {list}", cgroup.arg()));
+    let counts = &entry["operations"][op];
+    let get = |key: &str| counts[key].as_u64().unwrap_or(0);
+    (get("audited"), get("denied"), get("killed"))
+}
+
+/// A scratch directory under /tmp with `src` and `dst` subdirectories for mount tests. Anything
+/// mounted below it is detached on drop, so a test that let a mount through leaves nothing behind.
+pub struct Scratch {
+    pub dir: PathBuf,
+}
+
+impl Scratch {
+    pub fn new(name: &str) -> Self {
+        let dir = PathBuf::from("/tmp").join(name);
+        Self::unmount_below(&dir);
+        let _ = fs::remove_dir_all(&dir);
+        for sub in ["src", "dst", "dst/old"] {
+            fs::create_dir_all(dir.join(sub)).expect("mkdir scratch");
+        }
+        Self { dir }
+    }
+
+    pub fn path(&self, sub: &str) -> String {
+        self.dir.join(sub).to_str().expect("utf-8").to_owned()
+    }
+
+    /// Mounts a tmpfs on `sub` from the test process (outside every policy).
+    pub fn mount_tmpfs(&self, sub: &str) {
+        nix::mount::mount(
+            Some("none"),
+            self.dir.join(sub).as_path(),
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .expect("mount tmpfs for the test");
+    }
+
+    pub fn make_shared(&self, sub: &str) {
+        nix::mount::mount(
+            None::<&str>,
+            self.dir.join(sub).as_path(),
+            None::<&str>,
+            nix::mount::MsFlags::MS_SHARED,
+            None::<&str>,
+        )
+        .expect("make shared");
+    }
+
+    /// The mountinfo line of the mount on `sub`, if one is there.
+    pub fn mount_line(&self, sub: &str) -> Option<String> {
+        let target = self.path(sub);
+        fs::read_to_string("/proc/self/mountinfo")
+            .expect("mountinfo")
+            .lines()
+            .rfind(|line| line.split(' ').nth(4) == Some(target.as_str()))
+            .map(str::to_owned)
+    }
+
+    pub fn is_mounted(&self, sub: &str) -> bool {
+        self.mount_line(sub).is_some()
+    }
+
+    /// Read-only per mount or per superblock.
+    pub fn is_read_only(&self, sub: &str) -> bool {
+        self.mount_line(sub).is_some_and(|line| {
+            let (left, right) = line.split_once(" - ").unwrap_or((&line, ""));
+            let mount_opts = left.split(' ').nth(5).unwrap_or("");
+            let super_opts = right.split(' ').nth(2).unwrap_or("");
+            [mount_opts, super_opts]
+                .iter()
+                .any(|opts| opts.split(',').any(|o| o == "ro"))
+        })
+    }
+
+    pub fn is_shared(&self, sub: &str) -> bool {
+        self.mount_line(sub)
+            .is_some_and(|line| line.contains(" shared:"))
+    }
+
+    fn unmount_below(dir: &std::path::Path) {
+        let prefix = dir.to_str().unwrap_or("/nonexistent").to_owned();
+        for _ in 0..8 {
+            let mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|line| line.split(' ').nth(4).map(str::to_owned))
+                .filter(|point| point.starts_with(&prefix))
+                .collect();
+            if mounts.is_empty() {
+                return;
+            }
+            for point in mounts.iter().rev() {
+                let _ = nix::mount::umount2(point.as_str(), nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        Self::unmount_below(&self.dir);
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The /proc/keys line of the key with this description, if the kernel has one.
+pub fn key_line(description: &str) -> Option<String> {
+    fs::read_to_string("/proc/keys")
+        .expect("/proc/keys")
+        .lines()
+        .find(|line| {
+            line.split_whitespace()
+                .nth(8)
+                .is_some_and(|desc| desc.trim_end_matches(':') == description)
+        })
+        .map(str::to_owned)
+}
+
+/// Creates a `user` key in the user keyring from outside every policy; returns its serial.
+pub fn make_key(description: &str, payload: &str) -> i64 {
+    let made = probe(None, &["add-key", description, payload]);
+    assert!(made.ret() > 0, "cannot create key {description}: {made:?}");
+    made.ret()
+}

@@ -3,8 +3,9 @@
 //! `cargo xtask test` builds this crate's test binary and the `probe` helper statically, boots each
 //! kernel with them in an initramfs, and runs the tests one at a time as root. The enforcer binary
 //! is found through `ENFORCER_BIN`, the probe through `PROBE_BIN`. Nothing here mocks the kernel:
-//! every assertion reads what the kernel did (errno, clock, events, counters).
+//! every assertion reads what the kernel did (errno, mounts, keys, clock, events, counters).
 #![cfg(test)]
 
 mod harness;
-mod settime;
+mod matrix;
+mod policy;

@@ -13,28 +13,31 @@ use crate::{cmd, toolchain, workspace_root};
 
 const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
 
-/// The three binaries the VM runs.
+/// The binaries the VM runs.
 #[derive(Clone, Debug)]
 pub struct GuestBins {
     pub enforcer: PathBuf,
     pub probe: PathBuf,
+    /// The bench driver (`tests/src/bin/bench.rs`).
+    pub bench: PathBuf,
     /// The integration-tests libtest executable.
     pub vmtests: PathBuf,
 }
 
 impl GuestBins {
     /// `(path in the guest, host file)` pairs for the initramfs.
-    pub fn initramfs_entries(&self) -> [(&'static str, &Path); 3] {
+    pub fn initramfs_entries(&self) -> [(&'static str, &Path); 4] {
         [
             ("bin/enforcer", &self.enforcer),
             ("bin/probe", &self.probe),
+            ("bin/bench", &self.bench),
             ("bin/vmtests", &self.vmtests),
         ]
     }
 }
 
 /// Builds the guest binaries, or takes them from `$ENFORCER_GUEST_BINS` (a directory holding
-/// `enforcer`, `probe` and `vmtests`; for testing the harness itself).
+/// `enforcer`, `probe`, `bench` and `vmtests`; for testing the harness itself).
 pub fn build() -> Result<GuestBins> {
     if let Some(dir) = env::var_os("ENFORCER_GUEST_BINS").filter(|d| !d.is_empty()) {
         let dir = PathBuf::from(dir);
@@ -45,6 +48,7 @@ pub fn build() -> Result<GuestBins> {
         return Ok(GuestBins {
             enforcer: dir.join("enforcer"),
             probe: dir.join("probe"),
+            bench: dir.join("bench"),
             vmtests: dir.join("vmtests"),
         });
     }
@@ -52,7 +56,14 @@ pub fn build() -> Result<GuestBins> {
     let mut bins = toolchain::cargo()?;
     bins.args(["build", "--release"])
         .args(["-p", "enforcer", "--bin", "enforcer"])
-        .args(["-p", "integration-tests", "--bin", "probe"]);
+        .args([
+            "-p",
+            "integration-tests",
+            "--bin",
+            "probe",
+            "--bin",
+            "bench",
+        ]);
     let built = cargo_json(bins)?;
     let exe = |name: &str| {
         built
@@ -63,6 +74,7 @@ pub fn build() -> Result<GuestBins> {
     };
     let enforcer = exe("enforcer")?;
     let probe = exe("probe")?;
+    let bench = exe("bench")?;
 
     let mut tests = toolchain::cargo()?;
     tests
@@ -76,6 +88,7 @@ pub fn build() -> Result<GuestBins> {
     Ok(GuestBins {
         enforcer,
         probe,
+        bench,
         vmtests,
     })
 }

@@ -13,8 +13,10 @@ use xtask::libtest::{Report, Verdict};
 use xtask::vm::{self, VmOutcome, VmSpec};
 use xtask::{cmd, initramfs, sysdeps, toolchain, workspace_root};
 
+mod bench;
+
 #[derive(Parser)]
-#[command(about = "Build, bootstrap and VM tests for enforcer")]
+#[command(about = "Build, bootstrap, VM tests and benches for enforcer")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -33,6 +35,9 @@ enum Cmd {
     Test(TestArgs),
     /// Boot the 6.12 kernel and run the demo script, streaming the console.
     Demo(DemoArgs),
+    /// Count guest instructions per hooked system call in a VM on each kernel (`bench hooks`).
+    #[command(subcommand)]
+    Bench(bench::Bench),
 }
 
 #[derive(Args)]
@@ -89,6 +94,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Test(args) => return test(args),
         Cmd::Demo(args) => return demo(args),
+        Cmd::Bench(which) => return bench::run(which),
     }
     Ok(ExitCode::SUCCESS)
 }

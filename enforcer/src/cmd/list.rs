@@ -41,11 +41,7 @@ fn collect(maps: &loader::PolicyMaps) -> Result<Vec<Row>> {
         let mut totals = Counters::default();
         if let Ok(per_cpu) = maps.counters.get(&id, 0) {
             for cpu in per_cpu.iter() {
-                for slot in 0..totals.denied.len() {
-                    totals.audited[slot] += cpu.audited[slot];
-                    totals.denied[slot] += cpu.denied[slot];
-                    totals.killed[slot] += cpu.killed[slot];
-                }
+                totals.add(cpu);
             }
         }
         rows.push(Row {
@@ -70,16 +66,15 @@ fn print_table(rows: &[Row]) {
     );
     for row in rows {
         for (op, action) in &row.actions {
-            let slot = *op as usize;
             println!(
                 "{:<40} {:>10}  {:<9} {:<6} {:>8} {:>8} {:>8}",
                 row.path,
                 row.id,
                 op.name(),
                 action.name(),
-                row.totals.audited[slot],
-                row.totals.denied[slot],
-                row.totals.killed[slot]
+                row.totals.get(Action::Audit, *op),
+                row.totals.get(Action::Deny, *op),
+                row.totals.get(Action::Kill, *op)
             );
         }
     }
@@ -93,14 +88,13 @@ fn print_json(rows: &[Row]) {
                 .actions
                 .iter()
                 .map(|(op, action)| {
-                    let slot = *op as usize;
                     (
                         op.name().to_owned(),
                         json!({
                             "action": action.name(),
-                            "audited": row.totals.audited[slot],
-                            "denied": row.totals.denied[slot],
-                            "killed": row.totals.killed[slot],
+                            "audited": row.totals.get(Action::Audit, *op),
+                            "denied": row.totals.get(Action::Deny, *op),
+                            "killed": row.totals.get(Action::Kill, *op),
                         }),
                     )
                 })

@@ -1,14 +1,27 @@
 //! Tries one guarded operation, optionally from inside a cgroup, and prints one JSON line with the
-//! outcome: `{"pid":..,"op":..,"ret":..,"errno":..}`. The VM tests drive it; it never judges.
-use std::{env, fs, process::ExitCode};
+//! outcome: `{"pid":..,"op":..,"ret":..,"errno":..}` (`ret` -1 and `errno` set on failure; for
+//! several steps, the first failing one). The VM tests drive it; it never judges.
+use std::{
+    env,
+    ffi::{CString, c_char, c_long},
+    fs,
+    process::ExitCode,
+    ptr,
+};
+
+use libc::{SYS_add_key, SYS_keyctl, SYS_request_key, c_int, c_void};
+
+type Outcome = Result<i64, i32>;
 
 fn main() -> ExitCode {
     let mut args: Vec<String> = env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--cgroup") && args.len() >= 2 {
         let dir = args.remove(1);
         args.remove(0);
-        let procs = format!("{dir}/cgroup.procs");
-        if let Err(err) = fs::write(&procs, std::process::id().to_string()) {
+        if let Err(err) = fs::write(
+            format!("{dir}/cgroup.procs"),
+            std::process::id().to_string(),
+        ) {
             eprintln!("probe: cannot join {dir}: {err}");
             return ExitCode::from(2);
         }
@@ -17,29 +30,55 @@ fn main() -> ExitCode {
         eprintln!("usage: probe [--cgroup DIR] OP [ARGS]");
         return ExitCode::from(2);
     };
-    let number = |i: usize| args.get(i).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+    let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
+    let number = |i: usize| arg(i).parse::<i64>().unwrap_or(0);
     let outcome = match op.as_str() {
         "settimeofday" => settimeofday(number(1)),
         "clock_settime" => clock_settime(number(1)),
-        // Repeats settimeofday(NULL, NULL) `count` times and reports how many were refused: a
-        // no-op for the clock, but it passes the settime hook every time.
-        "settime-loop" => {
-            let count = number(1);
-            let mut refused = 0;
-            for _ in 0..count {
-                // The raw syscall: glibc's wrapper dereferences a NULL timeval.
-                // SAFETY: NULL arguments are valid for the settimeofday system call.
-                let null = std::ptr::null::<libc::c_void>();
-                if unsafe { libc::syscall(libc::SYS_settimeofday, null, null) } != 0 {
-                    refused += 1;
-                }
-            }
-            println!(
-                "{{\"pid\":{},\"op\":\"settime-loop\",\"ret\":{refused},\"errno\":0}}",
-                std::process::id()
-            );
-            return ExitCode::SUCCESS;
+        "adjtimex-offset" => adjust_clock(false, number(1)),
+        "clock_adjtime-offset" => adjust_clock(true, number(1)),
+        "adjtimex-read" => adjtimex_read(),
+        "settime-loop" => settime_loop(number(1)),
+        "mount-tmpfs" => mount(None, &arg(1), Some("tmpfs"), 0),
+        "mount-bind" => mount(Some(&arg(1)), &arg(2), None, libc::MS_BIND),
+        "mount-move" => mount(Some(&arg(1)), &arg(2), None, libc::MS_MOVE),
+        "remount-ro" => mount(None, &arg(1), None, libc::MS_REMOUNT | libc::MS_RDONLY),
+        "make-private" => mount(None, &arg(1), None, libc::MS_PRIVATE),
+        "umount" => umount(&arg(1)),
+        "fsmount-attach" => fsmount_attach(&arg(1)),
+        "fsmount-detached" => fsmount_detached(),
+        "open-tree-clone" => open_tree_clone(&arg(1), &arg(2)),
+        "fspick-ro" => fspick_ro(&arg(1)),
+        "mount-setattr-ro" => mount_setattr_ro(&arg(1)),
+        "pivot-root" => pivot_root(&arg(1), &arg(2)),
+        "add-key" => add_key(&arg(1), &arg(2)),
+        "request-key" => request_key(&arg(1)),
+        "join-session" => keyctl(
+            KEYCTL_JOIN_SESSION_KEYRING,
+            cstr(&arg(1)).as_ptr() as c_long,
+            0,
+            0,
+        ),
+        "keyctl-read" => keyctl_read(number(1)),
+        "keyctl-update" => {
+            let payload = arg(2);
+            let data = payload.as_ptr() as c_long;
+            keyctl(
+                KEYCTL_UPDATE,
+                number(1) as c_long,
+                data,
+                payload.len() as c_long,
+            )
         }
+        "keyctl-link" => keyctl(
+            KEYCTL_LINK,
+            number(1) as c_long,
+            KEY_SPEC_USER_SESSION_KEYRING,
+            0,
+        ),
+        "keyctl-search" => keyctl_search(&arg(1)),
+        "keyctl-setperm" => keyctl(KEYCTL_SETPERM, number(1) as c_long, 0x3f3f_0000, 0),
+        "keyctl-describe" => keyctl_describe(number(1)),
         other => {
             eprintln!("probe: unknown operation {other}");
             return ExitCode::from(2);
@@ -56,32 +95,334 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn last_errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+fn cstr(s: &str) -> CString {
+    CString::new(s).expect("no NUL in arguments")
 }
 
-fn settimeofday(sec: i64) -> Result<i64, i32> {
+/// The result of a raw system call: its return value, or errno.
+fn check(ret: c_long) -> Outcome {
+    if ret < 0 {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    } else {
+        Ok(ret)
+    }
+}
+
+// Time. Raw system calls throughout: glibc implements settimeofday with clock_settime.
+
+fn settimeofday(sec: i64) -> Outcome {
     let tv = libc::timeval {
         tv_sec: sec,
         tv_usec: 0,
     };
-    // The raw syscall: glibc implements settimeofday() with clock_settime.
-    // SAFETY: valid pointer to a timeval on the stack; no timezone.
-    let tz = std::ptr::null::<libc::timezone>();
-    match unsafe { libc::syscall(libc::SYS_settimeofday, &tv, tz) } {
-        0 => Ok(0),
-        _ => Err(last_errno()),
-    }
+    // SAFETY: valid timeval on the stack, no timezone.
+    check(unsafe { libc::syscall(libc::SYS_settimeofday, &tv, ptr::null::<c_void>()) })
 }
 
-fn clock_settime(sec: i64) -> Result<i64, i32> {
+fn clock_settime(sec: i64) -> Outcome {
     let ts = libc::timespec {
         tv_sec: sec,
         tv_nsec: 0,
     };
-    // SAFETY: valid pointer to a timespec on the stack.
-    match unsafe { libc::syscall(libc::SYS_clock_settime, libc::CLOCK_REALTIME, &ts) } {
-        0 => Ok(0),
-        _ => Err(last_errno()),
+    // SAFETY: valid timespec on the stack.
+    check(unsafe { libc::syscall(libc::SYS_clock_settime, libc::CLOCK_REALTIME, &ts) })
+}
+
+/// Moves the clock to `target` seconds with ADJ_SETOFFSET through adjtimex or clock_adjtime.
+fn adjust_clock(clock_adjtime: bool, target: i64) -> Outcome {
+    // SAFETY: timex is plain data; zero is a valid "change nothing" value.
+    let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME).map_err(|e| e as i32)?;
+    tx.modes = libc::ADJ_SETOFFSET | libc::ADJ_NANO;
+    tx.time.tv_sec = target - now.tv_sec();
+    tx.time.tv_usec = 0;
+    // SAFETY: valid timex on the stack.
+    check(unsafe {
+        if clock_adjtime {
+            libc::syscall(libc::SYS_clock_adjtime, libc::CLOCK_REALTIME, &mut tx)
+        } else {
+            libc::syscall(libc::SYS_adjtimex, &mut tx)
+        }
+    })
+}
+
+fn adjtimex_read() -> Outcome {
+    // SAFETY: modes 0 only reads.
+    let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+    // SAFETY: valid timex on the stack.
+    check(unsafe { libc::syscall(libc::SYS_adjtimex, &mut tx) })
+}
+
+/// settimeofday(NULL, NULL) `count` times: passes the clock checks, changes nothing. Returns how
+/// many were refused; a kill ends the process instead.
+fn settime_loop(count: i64) -> Outcome {
+    let mut refused = 0;
+    for _ in 0..count {
+        // SAFETY: NULL arguments are valid for the settimeofday system call.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_settimeofday,
+                ptr::null::<c_void>(),
+                ptr::null::<c_void>(),
+            )
+        };
+        if ret != 0 {
+            refused += 1;
+        }
     }
+    Ok(refused)
+}
+
+// Mounts.
+
+fn mount(
+    source: Option<&str>,
+    target: &str,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+) -> Outcome {
+    let source = cstr(source.unwrap_or("none"));
+    let target = cstr(target);
+    let fstype = fstype.map(cstr);
+    // SAFETY: NUL-terminated strings that outlive the call.
+    check(unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ref().map_or(ptr::null(), |t| t.as_ptr()),
+            flags,
+            ptr::null(),
+        )
+    } as c_long)
+}
+
+fn umount(target: &str) -> Outcome {
+    let target = cstr(target);
+    // SAFETY: NUL-terminated string.
+    check(unsafe { libc::umount2(target.as_ptr(), 0) } as c_long)
+}
+
+const FSCONFIG_SET_FLAG: c_long = 0;
+const FSCONFIG_CMD_CREATE: c_long = 6;
+const FSCONFIG_CMD_RECONFIGURE: c_long = 7;
+const MOVE_MOUNT_F_EMPTY_PATH: c_long = 4;
+const OPEN_TREE_CLONE: c_long = 1;
+const MOUNT_ATTR_RDONLY: u64 = 1;
+const EMPTY: &[u8] = b"\0";
+
+fn fsopen_tmpfs() -> Outcome {
+    let fsname = cstr("tmpfs");
+    // SAFETY: NUL-terminated name.
+    let fs = check(unsafe { libc::syscall(libc::SYS_fsopen, fsname.as_ptr(), 0) })?;
+    // SAFETY: fd from fsopen; CMD_CREATE takes no key or value.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs,
+            FSCONFIG_CMD_CREATE,
+            ptr::null::<c_char>(),
+            ptr::null::<c_void>(),
+            0,
+        )
+    })?;
+    Ok(fs)
+}
+
+/// fsopen + fsconfig + fsmount: a detached mount, returned as an fd.
+fn fsmount() -> Outcome {
+    let fs = fsopen_tmpfs()?;
+    // SAFETY: fd from fsopen.
+    check(unsafe { libc::syscall(libc::SYS_fsmount, fs, 0, 0) })
+}
+
+fn move_mount_fd(fd: i64, target: &str) -> Outcome {
+    let target = cstr(target);
+    // SAFETY: fd from fsmount/open_tree, empty path with F_EMPTY_PATH, NUL-terminated target.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            fd,
+            EMPTY.as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    })
+}
+
+fn fsmount_attach(target: &str) -> Outcome {
+    move_mount_fd(fsmount()?, target)
+}
+
+/// Uses a detached mount through its fd only: creates and writes a file in it.
+fn fsmount_detached() -> Outcome {
+    let mnt = fsmount()? as c_int;
+    let name = cstr("written-through-fd");
+    // SAFETY: directory fd from fsmount, NUL-terminated name.
+    let file =
+        check(
+            unsafe { libc::openat(mnt, name.as_ptr(), libc::O_CREAT | libc::O_WRONLY, 0o600) }
+                as c_long,
+        )?;
+    // SAFETY: fd just opened, a static buffer.
+    check(unsafe { libc::write(file as c_int, b"x".as_ptr().cast(), 1) } as c_long)
+}
+
+fn open_tree_clone(source: &str, target: &str) -> Outcome {
+    let source = cstr(source);
+    // SAFETY: NUL-terminated path.
+    let tree = check(unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            source.as_ptr(),
+            OPEN_TREE_CLONE,
+        )
+    })?;
+    move_mount_fd(tree, target)
+}
+
+fn fspick_ro(target: &str) -> Outcome {
+    let target = cstr(target);
+    // SAFETY: NUL-terminated path.
+    let fs = check(unsafe { libc::syscall(libc::SYS_fspick, libc::AT_FDCWD, target.as_ptr(), 0) })?;
+    let ro = cstr("ro");
+    // SAFETY: fd from fspick, NUL-terminated key, no value.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs,
+            FSCONFIG_SET_FLAG,
+            ro.as_ptr(),
+            ptr::null::<c_void>(),
+            0,
+        )
+    })?;
+    // SAFETY: as above.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs,
+            FSCONFIG_CMD_RECONFIGURE,
+            ptr::null::<c_char>(),
+            ptr::null::<c_void>(),
+            0,
+        )
+    })
+}
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+fn mount_setattr_ro(target: &str) -> Outcome {
+    let target = cstr(target);
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: NUL-terminated path, attr of the size passed.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            0,
+            &attr,
+            size_of::<MountAttr>(),
+        )
+    })
+}
+
+fn pivot_root(new_root: &str, put_old: &str) -> Outcome {
+    let new_root = cstr(new_root);
+    let put_old = cstr(put_old);
+    // SAFETY: NUL-terminated paths.
+    check(unsafe { libc::syscall(libc::SYS_pivot_root, new_root.as_ptr(), put_old.as_ptr()) })
+}
+
+// Keys.
+
+const KEY_SPEC_USER_KEYRING: c_long = -4;
+const KEY_SPEC_USER_SESSION_KEYRING: c_long = -5;
+const KEYCTL_UPDATE: c_long = 2;
+const KEYCTL_SETPERM: c_long = 5;
+const KEYCTL_DESCRIBE: c_long = 6;
+const KEYCTL_LINK: c_long = 8;
+const KEYCTL_SEARCH: c_long = 10;
+const KEYCTL_READ: c_long = 11;
+const KEYCTL_JOIN_SESSION_KEYRING: c_long = 1;
+
+fn keyctl(cmd: c_long, a: c_long, b: c_long, c: c_long) -> Outcome {
+    // SAFETY: callers pass pointers valid for the command, or plain numbers.
+    check(unsafe { libc::syscall(SYS_keyctl, cmd, a, b, c, 0) })
+}
+
+/// A `user` key in the user keyring (so it outlives this process).
+fn add_key(description: &str, payload: &str) -> Outcome {
+    let kind = cstr("user");
+    let description = cstr(description);
+    // SAFETY: NUL-terminated strings, payload pointer and length match.
+    check(unsafe {
+        libc::syscall(
+            SYS_add_key,
+            kind.as_ptr(),
+            description.as_ptr(),
+            payload.as_ptr(),
+            payload.len(),
+            KEY_SPEC_USER_KEYRING,
+        )
+    })
+}
+
+fn request_key(description: &str) -> Outcome {
+    let kind = cstr("user");
+    let description = cstr(description);
+    // SAFETY: NUL-terminated strings, no callout, no destination keyring.
+    check(unsafe {
+        libc::syscall(
+            SYS_request_key,
+            kind.as_ptr(),
+            description.as_ptr(),
+            ptr::null::<c_char>(),
+            0,
+        )
+    })
+}
+
+fn keyctl_read(serial: i64) -> Outcome {
+    let mut buffer = [0u8; 256];
+    keyctl(
+        KEYCTL_READ,
+        serial as c_long,
+        buffer.as_mut_ptr() as c_long,
+        buffer.len() as c_long,
+    )
+}
+
+fn keyctl_describe(serial: i64) -> Outcome {
+    let mut buffer = [0u8; 256];
+    keyctl(
+        KEYCTL_DESCRIBE,
+        serial as c_long,
+        buffer.as_mut_ptr() as c_long,
+        buffer.len() as c_long,
+    )
+}
+
+fn keyctl_search(description: &str) -> Outcome {
+    let kind = cstr("user");
+    let description = cstr(description);
+    keyctl(
+        KEYCTL_SEARCH,
+        KEY_SPEC_USER_KEYRING,
+        kind.as_ptr() as c_long,
+        description.as_ptr() as c_long,
+    )
 }

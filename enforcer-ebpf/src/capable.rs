@@ -1,0 +1,25 @@
+//! `capable`: the capability check every privileged path passes. It guards the calls that have
+//! no dedicated hook: clock changes (CAP_SYS_TIME: settimeofday, clock_settime, adjtimex and
+//! clock_adjtime when they modify the clock) and the new mount API (CAP_SYS_ADMIN).
+use aya_ebpf::{macros::lsm, programs::LsmContext};
+use enforcer_common::caps::{CAP_SYS_ADMIN, CAP_SYS_TIME};
+
+use crate::{mount, policy::Verdict, time};
+
+/// `capable(const struct cred *cred, struct user_namespace *ns, int cap, unsigned int opts)`.
+/// Runs on every capability check in the system, so anything but the two capabilities above
+/// returns at once.
+#[lsm(hook = "capable")]
+pub fn capable(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(4);
+    if previous != 0 {
+        return previous;
+    }
+    let cap: i32 = ctx.arg(2);
+    match cap {
+        CAP_SYS_TIME => time::on_cap_sys_time(),
+        CAP_SYS_ADMIN => mount::on_cap_sys_admin(),
+        _ => Verdict::Allow,
+    }
+    .retval()
+}

@@ -1,0 +1,52 @@
+//! `mount`: every way to change the mount table. mount(2) (new, bind, remount, move, propagation),
+//! umount2, pivot_root and move_mount each reach a dedicated hook; open_tree, fsopen, fsconfig,
+//! fsmount, fspick and mount_setattr reach none, but each checks CAP_SYS_ADMIN first, which the
+//! `capable` program guards for those call numbers. Denying fsopen/fsmount/open_tree also stops
+//! a detached mount from ever existing, so it cannot be used through its fd either.
+use aya_ebpf::{macros::lsm, programs::LsmContext};
+use enforcer_common::{Hook, Operation, caps::CAP_SYS_ADMIN, syscalls::is_mount_api_without_hook};
+
+use crate::policy::{Verdict, enforce};
+
+#[inline(always)]
+pub fn on_cap_sys_admin() -> Verdict {
+    enforce(
+        Operation::Mount,
+        Hook::Capable,
+        CAP_SYS_ADMIN as i64,
+        |syscall| is_mount_api_without_hook(syscall.nr),
+    )
+}
+
+#[inline(always)]
+fn guard(ctx: &LsmContext, hook: Hook, previous_arg: usize) -> i32 {
+    let previous: i32 = ctx.arg(previous_arg);
+    if previous != 0 {
+        return previous;
+    }
+    enforce(Operation::Mount, hook, 0, |_| true).retval()
+}
+
+/// `sb_mount(dev_name, path, type, flags, data)`: every mount(2).
+#[lsm(hook = "sb_mount")]
+pub fn sb_mount(ctx: LsmContext) -> i32 {
+    guard(&ctx, Hook::SbMount, 5)
+}
+
+/// `sb_umount(mnt, flags)`: umount2.
+#[lsm(hook = "sb_umount")]
+pub fn sb_umount(ctx: LsmContext) -> i32 {
+    guard(&ctx, Hook::SbUmount, 2)
+}
+
+/// `sb_pivotroot(old_path, new_path)`: pivot_root.
+#[lsm(hook = "sb_pivotroot")]
+pub fn sb_pivotroot(ctx: LsmContext) -> i32 {
+    guard(&ctx, Hook::SbPivotroot, 2)
+}
+
+/// `move_mount(from_path, to_path)`: attaching a detached or cloned mount, moving a mount.
+#[lsm(hook = "move_mount")]
+pub fn move_mount(ctx: LsmContext) -> i32 {
+    guard(&ctx, Hook::MoveMount, 2)
+}

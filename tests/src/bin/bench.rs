@@ -1,0 +1,272 @@
+//! Guest side of `cargo xtask bench hooks`: what a hooked system call costs, in guest instructions.
+//!
+//! How it counts instructions: xtask boots this VM with `-smp 1 -icount shift=0,sleep=off`. QEMU
+//! then advances the guest's clocks by exactly 1 ns per guest instruction executed (2^shift, shift
+//! 0), and `sleep=off` skips idle time instead of waiting it out. So the CLOCK_MONOTONIC
+//! nanoseconds around a loop of N calls, divided by N, are the guest instructions per call, user
+//! and kernel alike: exact and the same from run to run, unlike wall time under TCG, which
+//! inflates BPF code far more than plain kernel code. The few instructions of the loop itself are
+//! the same in every config and cancel in the differences xtask derives. Timer ticks land in the
+//! loops too: one every few million instructions, well under 0.1% of a measurement.
+//!
+//! Prints `BENCH <config> <round> <instructions per call>` for each measurement; xtask makes the
+//! tables. Run as root in the bench VM only: it loads BPF programs and moves itself between
+//! cgroups.
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+use std::{env, fs, ptr, thread};
+
+use anyhow::{Context, Result, bail, ensure};
+use libc::c_long;
+use nix::time::{ClockId, clock_gettime};
+
+/// Calls per measurement.
+const ITERS: u32 = 100_000;
+/// Calls per measurement on the deny path. Each denial puts a ~240-byte event in the enforcer's
+/// 1 MiB ring buffer and nothing drains it here: all rounds together (plus the checks) must stay
+/// below full, or later denials would take the drop path and measure something else.
+const DENY_ITERS: u32 = 1_400;
+const ROUNDS: u32 = 2;
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// Holds the policy (depth 1).
+const POLICY: &str = "/sys/fs/cgroup/bench-policy";
+/// Callers outside the policy, at depth 1 and 6.
+const OUTSIDE_D1: &str = "/sys/fs/cgroup/bench-out";
+const OUTSIDE_D6: &str = "/sys/fs/cgroup/d1/d2/d3/d4/d5/d6";
+/// Where `enforcer bench-empty --hook H` pins the link of its do-nothing program.
+const EMPTY_PIN_DIR: &str = "/sys/fs/bpf/enforcer-bench";
+
+/// What every call of a measurement must do.
+#[derive(Clone, Copy, PartialEq)]
+enum Want {
+    /// Succeed (return 0 or more).
+    Success,
+    /// Fail with EPERM.
+    Eperm,
+}
+
+fn getpid() -> c_long {
+    // SAFETY: getpid takes no arguments and cannot fail.
+    unsafe { libc::syscall(libc::SYS_getpid) }
+}
+
+/// `settimeofday(NULL, NULL)`: passes the `capable(CAP_SYS_TIME)` and `settime` LSM hooks and
+/// changes nothing. The raw syscall: glibc's wrapper dereferences the NULL timeval.
+fn settime() -> c_long {
+    let null = ptr::null::<libc::c_void>();
+    // SAFETY: NULL is valid for both arguments of the settimeofday system call.
+    unsafe { libc::syscall(libc::SYS_settimeofday, null, null) }
+}
+
+fn main() -> ExitCode {
+    let result = match env::args().nth(1).as_deref() {
+        Some("hooks") => hooks(),
+        Some("seccomp-child") => seccomp_child(),
+        _ => Err(anyhow::anyhow!("usage: bench hooks")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("bench: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn hooks() -> Result<()> {
+    // Let the rest of boot finish first.
+    thread::sleep(Duration::from_secs(3));
+
+    bench("getpid", ITERS, Want::Success, getpid)?;
+    let none = bench("settime", ITERS, Want::Success, settime)?;
+
+    // A filter stays for the life of the process: measure it in a child.
+    let status = Command::new(env::current_exe()?)
+        .arg("seccomp-child")
+        .status()?;
+    ensure!(status.success(), "the seccomp child failed ({status})");
+
+    for hook in ["settime", "capable"] {
+        let pin = format!("{EMPTY_PIN_DIR}/{hook}");
+        let out = enforcer(&["bench-empty", "--hook", hook])?;
+        ensure!(
+            fs::exists(&pin)?,
+            "`enforcer bench-empty --hook {hook}` did not pin {pin} (it said: {out})"
+        );
+        bench(&format!("empty-{hook}"), ITERS, Want::Success, settime)?;
+        // Nothing else holds the link (enforcer has exited), so removing its pin detaches it.
+        fs::remove_file(&pin).with_context(|| format!("rm {pin}"))?;
+        settle();
+        let after = per_call(ITERS / 10, Want::Success, settime)?;
+        ensure!(
+            close(after, none),
+            "the empty program on {hook} still runs after rm {pin}: {after:.1} vs {none:.1}"
+        );
+    }
+
+    for dir in [POLICY, OUTSIDE_D1, OUTSIDE_D6] {
+        fs::create_dir_all(dir).with_context(|| format!("mkdir {dir}"))?;
+    }
+    enforcer(&["attach", "--cgroup", POLICY, "--deny", "settime"])?;
+    join(OUTSIDE_D1)?;
+    bench("outside-d1", ITERS, Want::Success, settime)?;
+    join(OUTSIDE_D6)?;
+    bench("outside-d6", ITERS, Want::Success, settime)?;
+    bench("getpid-enforcer", ITERS, Want::Success, getpid)?;
+    join(POLICY)?;
+    bench("denied", DENY_ITERS, Want::Eperm, settime)?;
+
+    join(CGROUP_ROOT)?;
+    enforcer(&["reset"])?;
+    Ok(())
+}
+
+/// The seccomp config, run in a child process: installs the filter, checks that it refuses, then
+/// measures.
+fn seccomp_child() -> Result<()> {
+    deny_settimeofday_by_seccomp()?;
+    bench("seccomp", ITERS, Want::Eperm, settime)?;
+    Ok(())
+}
+
+/// Measures `ROUNDS` times, printing a `BENCH` line per round; returns the first round's value.
+fn bench(config: &str, iters: u32, want: Want, call: impl Fn() -> c_long) -> Result<f64> {
+    settle();
+    let mut first = None;
+    for round in 1..=ROUNDS {
+        let per_call = per_call(iters, want, &call).with_context(|| format!("config {config}"))?;
+        println!("BENCH {config} {round} {per_call:.1}");
+        first.get_or_insert(per_call);
+    }
+    Ok(first.expect("ROUNDS > 0"))
+}
+
+/// Guest instructions per `call()` over `iters` calls (see the top of this file). Fails unless
+/// every call had the outcome `want`.
+fn per_call(iters: u32, want: Want, call: impl Fn() -> c_long) -> Result<f64> {
+    check(want, call())?;
+    let refused = want == Want::Eperm;
+    let mut wrong = 0u32;
+    let start = now_ns()?;
+    for _ in 0..iters {
+        wrong += u32::from((call() < 0) != refused);
+    }
+    let end = now_ns()?;
+    ensure!(wrong == 0, "{wrong} of {iters} calls had another outcome");
+    // The last call's errno is still in place.
+    check(want, if refused { -1 } else { 0 })?;
+    Ok((end - start) as f64 / f64::from(iters))
+}
+
+fn check(want: Want, ret: c_long) -> Result<()> {
+    let errno = std::io::Error::last_os_error();
+    match want {
+        Want::Success if ret < 0 => bail!("a call failed ({ret}, errno: {errno})"),
+        Want::Eperm if ret != -1 || errno.raw_os_error() != Some(libc::EPERM) => {
+            bail!("a call was not refused with EPERM (returned {ret}, errno: {errno})")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Waits for deferred kernel work to finish so that it does not run inside a measurement (one
+/// CPU runs everything): freeing what an `enforcer` run loaded and did not pin, RCU callbacks,
+/// and the detach of a link whose pin was removed, which happens in a work item after an RCU
+/// grace period, not in `unlink`. With `sleep=off` the idle time costs no wall time.
+fn settle() {
+    thread::sleep(Duration::from_secs(1));
+}
+
+fn now_ns() -> Result<i128> {
+    let ts = clock_gettime(ClockId::CLOCK_MONOTONIC)?;
+    Ok(i128::from(ts.tv_sec()) * 1_000_000_000 + i128::from(ts.tv_nsec()))
+}
+
+/// Within 1%: what two measurements of the same thing must agree to.
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 0.01 * b
+}
+
+/// Moves this process into the cgroup `dir`.
+fn join(dir: &str) -> Result<()> {
+    fs::write(
+        format!("{dir}/cgroup.procs"),
+        std::process::id().to_string(),
+    )
+    .with_context(|| format!("cannot move into {dir}"))
+}
+
+/// Runs the enforcer CLI (`$ENFORCER_BIN`) and returns its stdout; fails unless it exits 0.
+fn enforcer(args: &[&str]) -> Result<String> {
+    let bin = env::var("ENFORCER_BIN").unwrap_or_else(|_| "/bin/enforcer".into());
+    let out = Command::new(&bin)
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot run {bin}"))?;
+    ensure!(
+        out.status.success(),
+        "`enforcer {}` failed ({}): {}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Installs a seccomp filter with one rule: `settimeofday` fails with EPERM, everything else is
+/// allowed (other architectures' calls kill the process, as every filter must check the arch).
+fn deny_settimeofday_by_seccomp() -> Result<()> {
+    use libc::{
+        BPF_ABS, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W, SECCOMP_RET_ALLOW,
+        SECCOMP_RET_ERRNO, SECCOMP_RET_KILL_PROCESS, seccomp_data, sock_filter, sock_fprog,
+    };
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    let load = |offset: usize| sock_filter {
+        code: (BPF_LD | BPF_W | BPF_ABS) as u16,
+        jt: 0,
+        jf: 0,
+        k: offset as u32,
+    };
+    // If the loaded word equals k, skip `jt` instructions, else `jf`.
+    let jump_eq = |k: u32, jt: u8, jf: u8| sock_filter {
+        code: (BPF_JMP | BPF_JEQ | BPF_K) as u16,
+        jt,
+        jf,
+        k,
+    };
+    let ret = |k: u32| sock_filter {
+        code: (BPF_RET | BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let mut filter = [
+        load(std::mem::offset_of!(seccomp_data, arch)),
+        jump_eq(AUDIT_ARCH_X86_64, 1, 0),
+        ret(SECCOMP_RET_KILL_PROCESS),
+        load(std::mem::offset_of!(seccomp_data, nr)),
+        jump_eq(libc::SYS_settimeofday as u32, 0, 1),
+        ret(SECCOMP_RET_ERRNO | libc::EPERM as u32),
+        ret(SECCOMP_RET_ALLOW),
+    ];
+    let program = sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_mut_ptr(),
+    };
+    // SAFETY: plain prctl calls; `program` points at `filter`, which outlives the call (the
+    // kernel copies it).
+    unsafe {
+        ensure!(
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0,
+            "PR_SET_NO_NEW_PRIVS: {}",
+            std::io::Error::last_os_error()
+        );
+        ensure!(
+            libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &program) == 0,
+            "PR_SET_SECCOMP: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
