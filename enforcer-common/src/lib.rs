@@ -14,8 +14,8 @@ pub const ABI_VERSION: u32 = 1;
 pub const OP_SLOTS: usize = 16;
 
 /// Most distinct cgroup depths that may hold a policy at once. The BPF programs look up one
-/// ancestor per depth in this list, so the cost for any caller is bounded by it, not by its own
-/// depth.
+/// ancestor per depth that holds a policy, so the cost for any caller is bounded by this, not by
+/// its own depth.
 pub const MAX_POLICY_LEVELS: usize = 7;
 
 /// An operation a policy can act on. The discriminant indexes [`Policy::actions`] and [`Counters`].
@@ -270,7 +270,7 @@ pub struct Policy {
     /// An [`Action`] per [`Operation`], indexed by the operation's discriminant.
     pub actions: [u8; OP_SLOTS],
     /// Depth of the cgroup below the cgroup v2 root (the root is 0). User space derives
-    /// [`PolicyLevels`] from it.
+    /// [`PolicyIndex`] from it.
     pub level: u32,
     pub _pad: u32,
 }
@@ -282,15 +282,74 @@ impl Policy {
     }
 }
 
-/// The cgroup depths that hold at least one policy, deepest first (so the first hit is the nearest
-/// ancestor). Single entry of an array map.
+/// A marker for an unused [`LevelFilter`] slot.
+pub const LEVEL_UNUSED: u32 = u32::MAX;
+/// Bits of each [`LevelFilter`]'s membership filter.
+pub const FILTER_BITS: u32 = 512;
+
+/// The policy cgroups at one cgroup depth, as a one-hash membership filter over their ids. A
+/// caller's ancestor at that depth whose bit is clear holds no policy: the common case (a caller
+/// outside every policy) never reaches the policy hash map. A set bit may be a collision; the hash
+/// map decides.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LevelFilter {
+    /// Depth below the cgroup v2 root, or [`LEVEL_UNUSED`].
+    pub level: u32,
+    pub _pad: u32,
+    pub bits: [u64; (FILTER_BITS / 64) as usize],
+}
+const _: () = assert!(core::mem::size_of::<LevelFilter>() == 72);
+
+impl Default for LevelFilter {
+    fn default() -> Self {
+        Self {
+            level: LEVEL_UNUSED,
+            _pad: 0,
+            bits: [0; (FILTER_BITS / 64) as usize],
+        }
+    }
+}
+
+impl LevelFilter {
+    /// Fibonacci hashing: cgroup ids are small sequential inode numbers, which this spreads.
+    #[inline(always)]
+    pub const fn bit(id: u64) -> u32 {
+        (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - 9)) as u32
+    }
+
+    #[inline(always)]
+    pub fn may_hold(&self, id: u64) -> bool {
+        let bit = Self::bit(id);
+        match self.bits.get((bit >> 6) as usize) {
+            Some(word) => word & (1 << (bit & 63)) != 0,
+            None => true,
+        }
+    }
+
+    pub fn insert(&mut self, id: u64) {
+        let bit = Self::bit(id);
+        self.bits[(bit >> 6) as usize] |= 1 << (bit & 63);
+    }
+}
+
+/// Single entry of an array map: the depths that hold policies, one slot each.
+///
+/// User space rewrites this value while programs read it, and an array update is a plain copy, so
+/// a program may see a mix of old and new bytes. The update rules keep every such mix safe: a slot
+/// never changes depth while in use (freed slots become [`LEVEL_UNUSED`] and are reused only in a
+/// later update), `count` only grows and grows in a write of its own after the new slots are
+/// filled, and a filter gains bits only for policies already in the hash map and loses them only
+/// after they are gone. The programs check every slot below `count` and pick the deepest hit, so
+/// slot order does not matter.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PolicyLevels {
+pub struct PolicyIndex {
     pub count: u32,
-    pub levels: [u32; MAX_POLICY_LEVELS],
+    pub _pad: u32,
+    pub slots: [LevelFilter; MAX_POLICY_LEVELS],
 }
-const _: () = assert!(core::mem::size_of::<PolicyLevels>() == 32);
+const _: () = assert!(core::mem::size_of::<PolicyIndex>() == 512);
 
 /// Per-CPU decision counters of a policy cgroup: `by_action[action][operation]`. The `allow` row
 /// stays zero; it is there so the BPF side indexes by the action's own value, a bound the
@@ -370,7 +429,7 @@ mod user {
     // SAFETY: each type is #[repr(C)], made only of integers and integer arrays, with every byte
     // covered by a field (padding is explicit), so any bit pattern is a valid value.
     unsafe impl aya::Pod for super::Policy {}
-    unsafe impl aya::Pod for super::PolicyLevels {}
+    unsafe impl aya::Pod for super::PolicyIndex {}
     unsafe impl aya::Pod for super::Counters {}
     unsafe impl aya::Pod for super::Event {}
 }

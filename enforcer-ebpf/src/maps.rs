@@ -3,15 +3,15 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use enforcer_common::{Counters, Policy, PolicyLevels};
+use enforcer_common::{Counters, Policy, PolicyIndex};
 
 /// cgroup v2 id -> policy of that cgroup (and, through the level walk, of its descendants).
 #[map(name = "POLICIES")]
 pub static POLICIES: HashMap<u64, Policy> = HashMap::with_max_entries(16384, 0);
 
-/// Index 0: the cgroup depths that hold a policy, deepest first.
-#[map(name = "POLICY_LEVELS")]
-pub static POLICY_LEVELS: Array<PolicyLevels> = Array::with_max_entries(1, 0);
+/// Index 0: the cgroup depths that hold a policy, with a membership filter each.
+#[map(name = "POLICY_INDEX")]
+pub static POLICY_INDEX: Array<PolicyIndex> = Array::with_max_entries(1, 0);
 
 /// Policy cgroup id -> per-CPU decision counters. User space creates the entry with the policy.
 #[map(name = "COUNTERS")]

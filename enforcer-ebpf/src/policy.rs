@@ -12,9 +12,12 @@ use aya_ebpf::{
         bpf_probe_read_user_str_bytes, bpf_send_signal, generated::bpf_task_pt_regs,
     },
 };
-use enforcer_common::{Action, EVENT_VERSION, Event, Hook, MAX_POLICY_LEVELS, Operation, syscalls};
+use enforcer_common::{
+    Action, EVENT_VERSION, Event, Hook, LEVEL_UNUSED, MAX_POLICY_LEVELS, Operation, Policy,
+    syscalls,
+};
 
-use crate::maps::{COUNTERS, DROPPED, EVENTS, POLICIES, POLICY_LEVELS};
+use crate::maps::{COUNTERS, DROPPED, EVENTS, POLICIES, POLICY_INDEX};
 
 const EPERM: i32 = 1;
 const SIGKILL: u32 = 9;
@@ -108,29 +111,36 @@ pub fn enforce(
 }
 
 /// Finds the nearest cgroup on the caller's path that holds a policy. Looks only at the depths
-/// that hold policies (deepest first), so the cost does not grow with the caller's own depth.
+/// that hold policies, so the cost does not grow with the caller's own depth, and for a caller
+/// outside every policy it is one ancestor id and one filter bit per such depth: no hash lookup.
 #[inline(always)]
 fn decide(op: Operation) -> Option<Decision> {
-    let levels = POLICY_LEVELS.get(0)?;
-    let count = levels.count as usize;
+    let index = POLICY_INDEX.get(0)?;
+    let count = index.count as usize;
+    let mut nearest: Option<(u32, u64, &Policy)> = None;
     for i in 0..MAX_POLICY_LEVELS {
         if i >= count {
             break;
         }
-        // SAFETY: plain helper call; returns 0 when the caller is shallower than `level`.
-        let id = unsafe { bpf_get_current_ancestor_cgroup_id(levels.levels[i] as i32) };
-        if id == 0 {
+        let slot = &index.slots[i];
+        let level = slot.level;
+        if level == LEVEL_UNUSED || nearest.is_some_and(|(depth, _, _)| depth >= level) {
             continue;
         }
-        // SAFETY: the value is copied out at once; a concurrent update replaces whole entries.
+        // SAFETY: plain helper call; returns 0 when the caller is shallower than `level`.
+        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
+        if id == 0 || !slot.may_hold(id) {
+            continue;
+        }
+        // SAFETY: the value stays valid for this program run; updates replace whole entries.
         if let Some(policy) = unsafe { POLICIES.get(id) } {
-            return Some(Decision {
-                action: policy.action(op),
-                policy_cgroup_id: id,
-            });
+            nearest = Some((level, id, policy));
         }
     }
-    None
+    nearest.map(|(_, id, policy)| Decision {
+        action: policy.action(op),
+        policy_cgroup_id: id,
+    })
 }
 
 #[inline(always)]

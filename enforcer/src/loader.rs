@@ -15,7 +15,7 @@ use aya::{
     maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{Lsm, ProgramError, links::FdLink},
 };
-use enforcer_common::{ABI_VERSION, Counters, HOOKS, Policy, PolicyLevels};
+use enforcer_common::{ABI_VERSION, Counters, HOOKS, Policy, PolicyIndex};
 use nix::fcntl::{Flock, FlockArg};
 use thiserror::Error;
 
@@ -29,13 +29,13 @@ const SECURITYFS: &str = "/sys/kernel/security";
 const LOCK_FILE: &str = "/run/enforcer.lock";
 
 const MAP_POLICIES: &str = "POLICIES";
-const MAP_LEVELS: &str = "POLICY_LEVELS";
+const MAP_INDEX: &str = "POLICY_INDEX";
 const MAP_COUNTERS: &str = "COUNTERS";
 const MAP_EVENTS: &str = "EVENTS";
 const MAP_DROPPED: &str = "DROPPED";
 const MAPS: [&str; 5] = [
     MAP_POLICIES,
-    MAP_LEVELS,
+    MAP_INDEX,
     MAP_COUNTERS,
     MAP_EVENTS,
     MAP_DROPPED,
@@ -132,7 +132,7 @@ impl Pins {
 /// The maps user space changes or reads to manage policies.
 pub struct PolicyMaps {
     pub policies: HashMap<MapData, u64, Policy>,
-    pub levels: Array<MapData, PolicyLevels>,
+    pub index: Array<MapData, PolicyIndex>,
     pub counters: PerCpuHashMap<MapData, u64, Counters>,
 }
 
@@ -211,8 +211,8 @@ fn open_policy_maps(pins: &Pins) -> Result<PolicyMaps, LoaderError> {
     Ok(PolicyMaps {
         policies: HashMap::try_from(Map::HashMap(open_map(pins, MAP_POLICIES)?))
             .map_err(|err| layout(MAP_POLICIES, err))?,
-        levels: Array::try_from(Map::Array(open_map(pins, MAP_LEVELS)?))
-            .map_err(|err| layout(MAP_LEVELS, err))?,
+        index: Array::try_from(Map::Array(open_map(pins, MAP_INDEX)?))
+            .map_err(|err| layout(MAP_INDEX, err))?,
         counters: PerCpuHashMap::try_from(Map::PerCpuHashMap(open_map(pins, MAP_COUNTERS)?))
             .map_err(|err| layout(MAP_COUNTERS, err))?,
     })
@@ -390,6 +390,33 @@ pub fn attach_empty(hook: &str) -> Result<PathBuf, LoaderError> {
         .pin(&path)
         .map_err(|err| bpf_err(format!("cannot pin {}", path.display()), err))?;
     Ok(path)
+}
+
+impl PolicyMaps {
+    /// Every policy with its cgroup id.
+    pub fn policies(&self) -> Result<Vec<(u64, Policy)>, LoaderError> {
+        self.policies
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(|err| bpf_err("cannot read the policy map", err))
+    }
+
+    /// Rewrites the depth index to cover exactly the policies now in the map (see
+    /// [`crate::policy::index_updates`] for the order of writes).
+    pub fn write_index(&mut self, updates: &[PolicyIndex]) -> Result<(), LoaderError> {
+        for update in updates {
+            self.index
+                .set(0, update, 0)
+                .map_err(|err| bpf_err("cannot update the policy index", err))?;
+        }
+        Ok(())
+    }
+
+    pub fn current_index(&self) -> Result<PolicyIndex, LoaderError> {
+        self.index
+            .get(&0, 0)
+            .map_err(|err| bpf_err("cannot read the policy index", err))
+    }
 }
 
 /// Removes every pin of this build: programs detach, maps are freed once unreferenced.

@@ -8,7 +8,6 @@ mod policy;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use enforcer_common::MAX_POLICY_LEVELS;
 
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
@@ -59,15 +58,6 @@ pub struct ExitError {
 }
 
 impl ExitError {
-    pub fn too_many_levels(count: usize) -> Self {
-        Self {
-            code: Exit::BadPolicy,
-            message: format!(
-                "policies would sit at {count} different cgroup depths; at most {MAX_POLICY_LEVELS} are supported: attach at a depth already in use (`enforcer list`)"
-            ),
-        }
-    }
-
     pub fn no_policy(cgroup: &str) -> Self {
         Self {
             code: Exit::NothingAttached,

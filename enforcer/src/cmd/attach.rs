@@ -1,6 +1,6 @@
 //! `enforcer attach`: install (on first use) and set the policy of one cgroup.
 use anyhow::Result;
-use enforcer_common::{Action, Counters, MAX_POLICY_LEVELS, PolicyLevels};
+use enforcer_common::{Action, Counters};
 
 use crate::{cgroup, loader, policy};
 
@@ -34,20 +34,17 @@ pub fn run(args: Args) -> Result<()> {
 
     let lock = loader::lock()?;
     let mut maps = loader::install(&lock)?;
-    let mut levels: Vec<u32> = maps
-        .policies
-        .iter()
-        .filter_map(Result::ok)
+    let mut placed: Vec<(u64, u32)> = maps
+        .policies()?
+        .into_iter()
         .filter(|(id, _)| *id != target.id)
-        .map(|(_, policy)| policy.level)
+        .map(|(id, policy)| (id, policy.level))
         .collect();
-    levels.push(target.level);
-    let levels = policy::levels(levels);
-    if levels.len() > MAX_POLICY_LEVELS {
-        anyhow::bail!(crate::ExitError::too_many_levels(levels.len()));
-    }
+    placed.push((target.id, target.level));
+    // Computed before anything is written, so a refusal leaves the kernel's state as it was.
+    let index_updates = policy::index_updates(&maps.current_index()?, &placed)?;
 
-    // Counters first, then the policy, then the levels that make it visible: the programs never
+    // Counters first, then the policy, then the index that makes it visible: the programs never
     // see a policy without its counters, and replacing a policy keeps its counts.
     if maps.counters.get(&target.id, 0).is_err() {
         let zeroes = vec![Counters::default(); aya::util::nr_cpus().map_err(|(_, e)| e)?];
@@ -55,7 +52,7 @@ pub fn run(args: Args) -> Result<()> {
             .insert(target.id, aya::maps::PerCpuValues::try_from(zeroes)?, 0)?;
     }
     maps.policies.insert(target.id, new_policy, 0)?;
-    write_levels(&mut maps, &levels)?;
+    maps.write_index(&index_updates)?;
 
     let summary: Vec<String> = policy::describe(&new_policy)
         .into_iter()
@@ -67,15 +64,5 @@ pub fn run(args: Args) -> Result<()> {
         target.id,
         summary.join(" ")
     );
-    Ok(())
-}
-
-pub fn write_levels(maps: &mut loader::PolicyMaps, levels: &[u32]) -> Result<()> {
-    let mut value = PolicyLevels {
-        count: levels.len() as u32,
-        ..PolicyLevels::default()
-    };
-    value.levels[..levels.len()].copy_from_slice(levels);
-    maps.levels.set(0, value, 0)?;
     Ok(())
 }

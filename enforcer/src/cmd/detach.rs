@@ -24,14 +24,15 @@ pub fn run(args: Args) -> Result<()> {
     if maps.policies.get(&id, 0).is_err() {
         anyhow::bail!(crate::ExitError::no_policy(&shown));
     }
+    // The policy goes first, then its index bit, then its counters: the reverse of attach.
     maps.policies.remove(&id)?;
-    let levels: Vec<u32> = maps
-        .policies
-        .iter()
-        .filter_map(Result::ok)
-        .map(|(_, policy)| policy.level)
+    let remaining: Vec<(u64, u32)> = maps
+        .policies()?
+        .into_iter()
+        .map(|(id, policy)| (id, policy.level))
         .collect();
-    super::attach::write_levels(&mut maps, &policy::levels(levels))?;
+    let updates = policy::index_updates(&maps.current_index()?, &remaining)?;
+    maps.write_index(&updates)?;
     let _ = maps.counters.remove(&id);
     drop(lock);
     println!("detached {shown}");
