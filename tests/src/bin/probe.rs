@@ -39,6 +39,14 @@ fn main() -> ExitCode {
         "clock_adjtime-offset" => adjust_clock(true, number(1)),
         "adjtimex-read" => adjtimex_read(),
         "settime-loop" => settime_loop(number(1)),
+        "settime-until" => {
+            let (calls, refused) = settime_until(&arg(1));
+            println!(
+                "{{\"pid\":{},\"op\":\"{op}\",\"ret\":{refused},\"errno\":0,\"calls\":{calls}}}",
+                std::process::id()
+            );
+            return ExitCode::SUCCESS;
+        }
         "mount-tmpfs" => mount(None, &arg(1), Some("tmpfs"), 0),
         "mount-bind" => mount(Some(&arg(1)), &arg(2), None, libc::MS_BIND),
         "mount-move" => mount(Some(&arg(1)), &arg(2), None, libc::MS_MOVE),
@@ -171,6 +179,28 @@ fn settime_loop(count: i64) -> Outcome {
         }
     }
     Ok(refused)
+}
+
+/// settimeofday(NULL, NULL) until `stop` exists; returns (calls, refused).
+fn settime_until(stop: &str) -> (u64, u64) {
+    let (mut calls, mut refused) = (0u64, 0u64);
+    loop {
+        if calls % 64 == 0 && std::path::Path::new(stop).exists() {
+            return (calls, refused);
+        }
+        calls += 1;
+        // SAFETY: NULL arguments are valid for the settimeofday system call.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_settimeofday,
+                ptr::null::<c_void>(),
+                ptr::null::<c_void>(),
+            )
+        };
+        if ret != 0 {
+            refused += 1;
+        }
+    }
 }
 
 // Mounts.
