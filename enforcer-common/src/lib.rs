@@ -176,25 +176,33 @@ pub mod syscalls {
         )
     }
 
-    /// Which argument of the call is the string worth reporting (path, fs type, key description).
-    pub const fn string_arg(nr: i64) -> Option<usize> {
+    /// No argument: past the six a system call has, so `args.get(NO_ARG)` is `None`. (A plain
+    /// index instead of `Option` keeps undefined payload bytes out of the BPF code, which the
+    /// verifier rejects when the compiler spills them.)
+    pub const NO_ARG: usize = 6;
+
+    /// Which argument of the call fills each of [`crate::Event::strings`]' slots
+    /// ([`crate::string_slot`]): source, target, file system type.
+    pub const fn string_args(nr: i64) -> [usize; 3] {
         match nr {
-            MOUNT => Some(1),                              // target
-            UMOUNT2 | PIVOT_ROOT | FSOPEN => Some(0),      // target, new root, fs type
-            OPEN_TREE | FSPICK | MOUNT_SETATTR => Some(1), // path
-            MOVE_MOUNT => Some(3),                         // to_path
-            FSCONFIG => Some(2),                           // key
-            ADD_KEY | REQUEST_KEY => Some(1),              // description
-            _ => None,
+            MOUNT => [0, 1, 2],
+            UMOUNT2 => [NO_ARG, 0, NO_ARG],
+            PIVOT_ROOT => [1, 0, NO_ARG],
+            MOVE_MOUNT => [1, 3, NO_ARG],
+            OPEN_TREE | FSPICK | MOUNT_SETATTR => [NO_ARG, 1, NO_ARG],
+            FSOPEN => [NO_ARG, NO_ARG, 0],
+            FSCONFIG => [NO_ARG, NO_ARG, 2],
+            ADD_KEY | REQUEST_KEY => [0, 1, NO_ARG],
+            _ => [NO_ARG; 3],
         }
     }
 
     /// Which argument points at the requested time (`timeval`/`timespec`, seconds first).
-    pub const fn time_arg(nr: i64) -> Option<usize> {
+    pub const fn time_arg(nr: i64) -> usize {
         match nr {
-            SETTIMEOFDAY => Some(0),
-            CLOCK_SETTIME => Some(1),
-            _ => None,
+            SETTIMEOFDAY => 0,
+            CLOCK_SETTIME => 1,
+            _ => NO_ARG,
         }
     }
 
@@ -380,7 +388,18 @@ impl Counters {
 /// Version of [`Event`]; the first field of every record.
 pub const EVENT_VERSION: u16 = 1;
 pub const COMM_LEN: usize = 16;
-pub const DETAIL_TEXT_LEN: usize = 128;
+/// Bytes of each string argument an event carries (NUL-terminated, cut when longer).
+pub const EVENT_STR_LEN: usize = 96;
+/// Slots of [`Event::strings`]; [`syscalls::string_args`] says which argument fills which.
+pub mod string_slot {
+    /// mount source, move_mount/pivot_root origin, key type.
+    pub const SOURCE: usize = 0;
+    /// mount target, umount2/open_tree/fspick/mount_setattr path, pivot_root new root, key
+    /// description.
+    pub const TARGET: usize = 1;
+    /// mount and fsopen file system type, fsconfig parameter name.
+    pub const FS_TYPE: usize = 2;
+}
 
 /// A violation record on the ring buffer: one per audited, denied or killed operation.
 #[repr(C)]
@@ -414,15 +433,18 @@ pub struct Event {
     pub syscall: i64,
     /// Its six raw arguments.
     pub args: [u64; 6],
-    /// Hook-specific number: the capability for `capable`, else 0.
+    /// Hook-specific number: the capability for `capable`, the requested permission
+    /// (`enum key_need_perm`) for `key_permission`, the allocation flags for `key_alloc`, the
+    /// flags for `sb_mount` and `sb_umount`, else 0.
     pub hook_arg: i64,
     /// The requested time in seconds for settimeofday/clock_settime, else -1.
     pub requested_sec: i64,
-    /// The call's string argument named by [`syscalls::string_arg`] (NUL-terminated, may be
-    /// cut), empty when it has none or it could not be read.
-    pub text: [u8; DETAIL_TEXT_LEN],
+    /// The call's string arguments, by [`string_slot`] (see [`syscalls::string_args`]); empty
+    /// when the call has none there or it could not be read. As the caller wrote them: a
+    /// relative path stays relative.
+    pub strings: [[u8; EVENT_STR_LEN]; 3],
 }
-const _: () = assert!(core::mem::size_of::<Event>() == 272);
+const _: () = assert!(core::mem::size_of::<Event>() == 432);
 
 #[cfg(feature = "user")]
 mod user {

@@ -13,7 +13,9 @@ fn guard(ctx: &LsmContext, hook: Hook) -> i32 {
     if previous != 0 {
         return previous;
     }
-    enforce(Operation::Keyctl, hook, 0, |_| true).retval()
+    // key_alloc: the allocation flags; key_permission: the permission asked for.
+    let detail: u64 = ctx.arg(2);
+    enforce(Operation::Keyctl, hook, detail as i64, |_| true).retval()
 }
 
 /// `key_alloc(key, cred, flags)`.

@@ -18,35 +18,37 @@ pub fn on_cap_sys_admin() -> Verdict {
     )
 }
 
+/// `flags_arg`: which hook argument holds the mount or unmount flags, reported in the event.
 #[inline(always)]
-fn guard(ctx: &LsmContext, hook: Hook, previous_arg: usize) -> i32 {
+fn guard(ctx: &LsmContext, hook: Hook, previous_arg: usize, flags_arg: Option<usize>) -> i32 {
     let previous: i32 = ctx.arg(previous_arg);
     if previous != 0 {
         return previous;
     }
-    enforce(Operation::Mount, hook, 0, |_| true).retval()
+    let flags: u64 = flags_arg.map_or(0, |i| ctx.arg(i));
+    enforce(Operation::Mount, hook, flags as i64, |_| true).retval()
 }
 
 /// `sb_mount(dev_name, path, type, flags, data)`: every mount(2).
 #[lsm(hook = "sb_mount")]
 pub fn sb_mount(ctx: LsmContext) -> i32 {
-    guard(&ctx, Hook::SbMount, 5)
+    guard(&ctx, Hook::SbMount, 5, Some(3))
 }
 
 /// `sb_umount(mnt, flags)`: umount2.
 #[lsm(hook = "sb_umount")]
 pub fn sb_umount(ctx: LsmContext) -> i32 {
-    guard(&ctx, Hook::SbUmount, 2)
+    guard(&ctx, Hook::SbUmount, 2, Some(1))
 }
 
 /// `sb_pivotroot(old_path, new_path)`: pivot_root.
 #[lsm(hook = "sb_pivotroot")]
 pub fn sb_pivotroot(ctx: LsmContext) -> i32 {
-    guard(&ctx, Hook::SbPivotroot, 2)
+    guard(&ctx, Hook::SbPivotroot, 2, None)
 }
 
 /// `move_mount(from_path, to_path)`: attaching a detached or cloned mount, moving a mount.
 #[lsm(hook = "move_mount")]
 pub fn move_mount(ctx: LsmContext) -> i32 {
-    guard(&ctx, Hook::MoveMount, 2)
+    guard(&ctx, Hook::MoveMount, 2, None)
 }

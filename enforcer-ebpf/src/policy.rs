@@ -13,8 +13,8 @@ use aya_ebpf::{
     },
 };
 use enforcer_common::{
-    Action, EVENT_VERSION, Event, Hook, LEVEL_UNUSED, MAX_POLICY_LEVELS, Operation, Policy,
-    syscalls,
+    Action, EVENT_STR_LEN, EVENT_VERSION, Event, Hook, LEVEL_UNUSED, MAX_POLICY_LEVELS, Operation,
+    Policy, string_slot, syscalls,
 };
 
 use crate::maps::{COUNTERS, DROPPED, EVENTS, POLICIES, POLICY_INDEX};
@@ -209,8 +209,9 @@ fn emit(
     // NULL arguments are common (settimeofday(NULL, tz)) and a faulting read costs thousands of
     // instructions in the page fault handler, so they are skipped.
     event.requested_sec = -1;
-    if let Some(&ptr) = syscalls::time_arg(syscall.nr)
-        .and_then(|i| syscall.args.get(i))
+    if let Some(&ptr) = syscall
+        .args
+        .get(syscalls::time_arg(syscall.nr))
         .filter(|&&ptr| ptr != 0)
     {
         // SAFETY: reads the caller's memory; a fault yields Err and leaves -1.
@@ -218,17 +219,24 @@ fn emit(
             event.requested_sec = sec;
         }
     }
-    event.text[0] = 0;
-    if let Some(&ptr) = syscalls::string_arg(syscall.nr)
-        .and_then(|i| syscall.args.get(i))
-        .filter(|&&ptr| ptr != 0)
-    {
-        // SAFETY: reads a NUL-terminated string of the caller's, bounded by the buffer.
-        if unsafe { bpf_probe_read_user_str_bytes(ptr as *const u8, &mut event.text) }.is_err() {
-            event.text[0] = 0;
-        }
-    }
+    let [source, target, fs_type] = syscalls::string_args(syscall.nr);
+    read_string_arg(&mut event.strings[string_slot::SOURCE], syscall, source);
+    read_string_arg(&mut event.strings[string_slot::TARGET], syscall, target);
+    read_string_arg(&mut event.strings[string_slot::FS_TYPE], syscall, fs_type);
     // No wakeup per event: a deny storm must not pay for waking the consumer on every call. The
     // consumer drains on a short timer.
     entry.submit(BPF_RB_NO_WAKEUP as u64);
+}
+
+/// Copies the caller's string argument `arg` (a [`syscalls::NO_ARG`] leaves the slot empty).
+#[inline(always)]
+fn read_string_arg(slot: &mut [u8; EVENT_STR_LEN], syscall: &Syscall, arg: usize) {
+    slot[0] = 0;
+    let Some(&ptr) = syscall.args.get(arg).filter(|&&ptr| ptr != 0) else {
+        return;
+    };
+    // SAFETY: reads a NUL-terminated string of the caller's, bounded by the slot.
+    if unsafe { bpf_probe_read_user_str_bytes(ptr as *const u8, slot) }.is_err() {
+        slot[0] = 0;
+    }
 }

@@ -1,7 +1,7 @@
 //! Decoding violation records from the ring buffer and formatting them for people and machines.
 use std::time::{Duration, SystemTime};
 
-use enforcer_common::{Action, EVENT_VERSION, Event, Hook, Operation, syscalls};
+use enforcer_common::{Action, EVENT_VERSION, Event, Hook, Operation, caps, string_slot, syscalls};
 use serde_json::json;
 use thiserror::Error;
 
@@ -88,13 +88,11 @@ fn action(event: &Event) -> Action {
     Action::from_u8(event.action).unwrap_or(Action::Deny)
 }
 
-fn text(event: &Event) -> String {
-    let end = event
-        .text
-        .iter()
-        .position(|&b| b == 0)
-        .unwrap_or(event.text.len());
-    String::from_utf8_lossy(&event.text[..end]).into_owned()
+/// A NUL-terminated string slot of the event, lossily as UTF-8.
+fn string(event: &Event, slot: usize) -> String {
+    let bytes = &event.strings[slot];
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
 /// The system call's name, or its number when this build does not know it.
@@ -106,21 +104,80 @@ pub fn syscall_name(event: &Event) -> String {
     }
 }
 
-/// What the caller tried, in words: the call and its telling argument, e.g.
-/// `settimeofday to 2035-01-01T00:00:00Z` or `mount on /mnt/x`.
+fn keyctl_command(cmd: u64) -> Option<&'static str> {
+    Some(match cmd {
+        0 => "get_keyring_id",
+        1 => "join_session_keyring",
+        2 => "update",
+        4 => "revoke",
+        5 => "setperm",
+        6 => "describe",
+        7 => "clear",
+        8 => "link",
+        9 => "unlink",
+        10 => "search",
+        11 => "read",
+        _ => return None,
+    })
+}
+
+fn requested_time(event: &Event) -> Option<String> {
+    (event.requested_sec >= 0).then(|| {
+        let when = SystemTime::UNIX_EPOCH + Duration::from_secs(event.requested_sec as u64);
+        humantime::format_rfc3339_seconds(when).to_string()
+    })
+}
+
+/// What the caller tried, in words, e.g. `mount tmpfs none on /mnt/x`,
+/// `settimeofday to 2035-01-01T00:00:00Z`, `add_key user "db-password"`.
 pub fn detail(event: &Event) -> String {
     let call = syscall_name(event);
-    let arg = text(event);
-    match event.syscall {
-        syscalls::SETTIMEOFDAY | syscalls::CLOCK_SETTIME if event.requested_sec >= 0 => {
-            let when = SystemTime::UNIX_EPOCH + Duration::from_secs(event.requested_sec as u64);
-            format!("{call} to {}", humantime::format_rfc3339_seconds(when))
-        }
-        syscalls::MOUNT | syscalls::MOVE_MOUNT if !arg.is_empty() => format!("{call} on {arg}"),
-        syscalls::FSOPEN if !arg.is_empty() => format!("{call} of {arg}"),
-        syscalls::KEYCTL => format!("{call} cmd {} key {}", event.args[0], event.args[1] as i32),
-        _ if !arg.is_empty() => format!("{call} {arg}"),
-        _ => call,
+    let source = string(event, string_slot::SOURCE);
+    let target = string(event, string_slot::TARGET);
+    let fs_type = string(event, string_slot::FS_TYPE);
+    let words: Vec<String> = match event.syscall {
+        syscalls::SETTIMEOFDAY | syscalls::CLOCK_SETTIME => match requested_time(event) {
+            Some(when) => vec![call, "to".into(), when],
+            None => vec![call],
+        },
+        syscalls::MOUNT => vec![call, fs_type, source, "on".into(), target],
+        syscalls::MOVE_MOUNT | syscalls::PIVOT_ROOT => vec![call, source, "to".into(), target],
+        syscalls::ADD_KEY | syscalls::REQUEST_KEY => vec![call, source, format!("\"{target}\"")],
+        syscalls::KEYCTL => vec![
+            call,
+            keyctl_command(event.args[0]).map_or_else(|| event.args[0].to_string(), str::to_owned),
+            format!("key {}", event.args[1] as i32),
+        ],
+        _ => vec![call, fs_type, target],
+    };
+    words
+        .into_iter()
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Operation-specific fields of the JSON record.
+fn operation_fields(event: &Event) -> serde_json::Value {
+    match Operation::from_u8(event.op) {
+        Some(Operation::Mount) => json!({ "mount": {
+            "source": string(event, string_slot::SOURCE),
+            "target": string(event, string_slot::TARGET),
+            "fs_type": string(event, string_slot::FS_TYPE),
+            "flags": (event.hook_arg != 0 && event.hook != Hook::Capable as u8).then_some(event.hook_arg),
+        }}),
+        Some(Operation::Keyctl) => json!({ "key": {
+            "serial": (event.syscall == syscalls::KEYCTL).then_some(event.args[1] as i32),
+            "type": string(event, string_slot::SOURCE),
+            "description": string(event, string_slot::TARGET),
+            "permission": (event.hook == Hook::KeyPermission as u8).then_some(event.hook_arg),
+        }}),
+        Some(Operation::Settime) => json!({ "time": {
+            "requested_sec": (event.requested_sec >= 0).then_some(event.requested_sec),
+            "requested": requested_time(event),
+            "capability": (event.hook_arg == i64::from(caps::CAP_SYS_TIME)).then_some("CAP_SYS_TIME"),
+        }}),
+        None => json!({}),
     }
 }
 
@@ -162,7 +219,7 @@ impl Rendered {
     /// README's event schema).
     pub fn json(&self) -> serde_json::Value {
         let e = &self.event;
-        json!({
+        let mut value = json!({
             "@timestamp": humantime::format_rfc3339_nanos(self.time).to_string(),
             "event": {
                 "kind": "alert",
@@ -179,8 +236,6 @@ impl Rendered {
                 "policy_cgroup_id": e.policy_cgroup_id,
                 "syscall": { "nr": e.syscall, "name": syscalls::name(e.syscall), "args": e.args },
                 "hook_arg": e.hook_arg,
-                "requested_sec": (e.requested_sec >= 0).then_some(e.requested_sec),
-                "text": text(e),
             },
             "process": {
                 "pid": e.pid,
@@ -190,7 +245,14 @@ impl Rendered {
             "user": { "id": e.uid.to_string() },
             "group": { "id": e.gid.to_string() },
             "cgroup": { "id": e.cgroup_id, "path": self.cgroup_path },
-        })
+        });
+        if let (Some(fields), Some(target)) = (
+            operation_fields(e).as_object().cloned(),
+            value["enforcer"].as_object_mut(),
+        ) {
+            target.extend(fields);
+        }
+        value
     }
 }
 
@@ -221,7 +283,7 @@ mod tests {
             args: [0x7ffd_0000, 0, 0, 0, 0, 0],
             hook_arg: 25,
             requested_sec: 1_893_456_000,
-            text: [0; enforcer_common::DETAIL_TEXT_LEN],
+            strings: [[0; enforcer_common::EVENT_STR_LEN]; 3],
         }
     }
 
@@ -239,6 +301,18 @@ mod tests {
         assert_eq!(event.pid, 42);
         assert_eq!(comm(&event), "date");
         assert_eq!(detail(&event), "settimeofday to 2030-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn describes_a_mount_in_words() {
+        let mut event = sample();
+        event.op = Operation::Mount as u8;
+        event.hook = Hook::SbMount as u8;
+        event.syscall = syscalls::MOUNT;
+        for (slot, text) in [(0, "none"), (1, "/mnt/x"), (2, "tmpfs")] {
+            event.strings[slot][..text.len()].copy_from_slice(text.as_bytes());
+        }
+        assert_eq!(detail(&event), "mount tmpfs none on /mnt/x");
     }
 
     #[test]
@@ -267,5 +341,6 @@ mod tests {
         assert_eq!(value["enforcer"]["action"], "deny");
         assert_eq!(value["event"]["outcome"], "failure");
         assert_eq!(value["cgroup"]["path"], "/demo");
+        assert_eq!(value["enforcer"]["time"]["requested_sec"], 1_893_456_000);
     }
 }

@@ -6,6 +6,7 @@
 //! every assertion reads what the kernel did (errno, mounts, keys, clock, events, counters).
 #![cfg(test)]
 
+mod events;
 mod harness;
 mod matrix;
 mod policy;

@@ -15,7 +15,7 @@ use enforcer_common::Action;
 use tokio::io::unix::AsyncFd;
 
 use crate::{
-    cgroup::{self, PathCache},
+    cgroup::{self, PathCache, Workload},
     events::{self, Clock, Rendered},
     loader,
 };
@@ -155,11 +155,15 @@ fn stdout_closed() -> bool {
             .is_some_and(|r| r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP))
 }
 
-const WIDTHS: [usize; 6] = [24, 24, 7, 15, 8, 6];
+/// Column widths, but the last (DETAIL), which takes the rest of the line. The container column
+/// fits `containerd:<12 hex> pod:<8 hex>`.
+const WIDTHS: [usize; 6] = [24, 36, 7, 15, 8, 6];
+/// The column of the cgroup path or the workload in it.
+const CONTAINER: usize = 1;
 
 impl Output {
     fn header(&mut self) -> io::Result<()> {
-        let names = ["TIME", "CGROUP", "PID", "COMM", "OP", "ACTION", "DETAIL"];
+        let names = ["TIME", "CONTAINER", "PID", "COMM", "OP", "ACTION", "DETAIL"];
         self.line(names.map(str::to_owned), None)
     }
 
@@ -170,11 +174,19 @@ impl Output {
         {
             return Ok(());
         }
+        let workload = cgroup::workload(&rendered.cgroup_path);
         if self.json {
-            writeln!(self.out, "{}", rendered.json())
+            let mut record = rendered.json();
+            if let Some(workload) = &workload {
+                add_workload(&mut record, workload);
+            }
+            writeln!(self.out, "{record}")
         } else {
             let style = self.colour.then(|| style(rendered.action()));
-            self.line(rendered.columns(), style)
+            let mut columns = rendered.columns();
+            columns[CONTAINER] =
+                container_column(&rendered.cgroup_path, workload.as_ref(), WIDTHS[CONTAINER]);
+            self.line(columns, style)
         }
     }
 
@@ -218,6 +230,59 @@ fn style(action: Action) -> Style {
     Style::new().fg_color(Some(colour.into())).bold()
 }
 
+/// The container column: the workload's label when the path names a container or a pod (their
+/// paths never fit), else the cgroup path; either is cut to `width` characters with an ellipsis,
+/// a label at its end, a path at its start (so the deepest cgroup, usually a systemd unit, stays).
+fn container_column(path: &str, workload: Option<&Workload>, width: usize) -> String {
+    match workload {
+        Some(workload) if workload.container.is_some() || workload.pod_uid.is_some() => {
+            let label = workload.label();
+            if label.chars().count() <= width {
+                label
+            } else {
+                let kept: String = label.chars().take(width.saturating_sub(1)).collect();
+                format!("{kept}…")
+            }
+        }
+        _ => {
+            let length = path.chars().count();
+            if length <= width {
+                path.to_owned()
+            } else {
+                let kept: String = path.chars().skip(length + 1 - width).collect();
+                format!("…{kept}")
+            }
+        }
+    }
+}
+
+/// Adds what the cgroup path says about the workload to a JSON record, under ECS names where ECS
+/// has them: `container.id`, `container.runtime`, `kubernetes.pod.uid`. A runtime monitor
+/// (`conmon`) is not in its container: it gets `enforcer.monitor_of` (and its runtime), not
+/// `container.*`. A systemd unit goes under `enforcer.systemd_unit`.
+fn add_workload(record: &mut serde_json::Value, workload: &Workload) {
+    use serde_json::json;
+    if let Some(container) = &workload.container {
+        if container.monitor {
+            record["enforcer"]["monitor_of"] = json!({
+                "container_id": container.id,
+                "runtime": container.runtime.name(),
+            });
+        } else {
+            record["container"] = json!({
+                "id": container.id,
+                "runtime": container.runtime.name(),
+            });
+        }
+    }
+    if let Some(uid) = &workload.pod_uid {
+        record["kubernetes"] = json!({ "pod": { "uid": uid } });
+    }
+    if let Some(unit) = &workload.unit {
+        record["enforcer"]["systemd_unit"] = json!(unit);
+    }
+}
+
 fn in_subtree(path: &str, root: &str) -> bool {
     root == "/"
         || path == root
@@ -228,7 +293,93 @@ fn in_subtree(path: &str, root: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::in_subtree;
+    use super::{CONTAINER, WIDTHS, add_workload, container_column, in_subtree};
+    use crate::cgroup::workload;
+
+    const ID: &str = "3f2a9c1b4d5e6f708192a3b4c5d6e7f80912a3b4c5d6e7f8091a2b3c4d5e6f70";
+    const POD: &str = "/kubepods.slice/kubepods-besteffort.slice/\
+                       kubepods-besteffort-pod1234abcd_5678_4ef0_9abc_def012345678.slice";
+
+    fn column(path: &str) -> String {
+        container_column(path, workload(path).as_ref(), WIDTHS[CONTAINER])
+    }
+
+    #[test]
+    fn container_column_names_containers_and_pods() {
+        let path = format!("{POD}/cri-containerd-{ID}.scope");
+        assert_eq!(column(&path), "containerd:3f2a9c1b4d5e pod:1234abcd");
+        assert_eq!(column(POD), "pod:1234abcd");
+        assert_eq!(
+            column(&format!("/system.slice/docker-{ID}.scope")),
+            "docker:3f2a9c1b4d5e"
+        );
+    }
+
+    #[test]
+    fn container_column_keeps_the_end_of_long_paths() {
+        assert_eq!(column("/demo"), "/demo");
+        assert_eq!(
+            column("/system.slice/nginx.service"),
+            "/system.slice/nginx.service"
+        );
+        let long = "/user.slice/user-1000.slice/user@1000.service/app.slice/app-editor.scope";
+        let shown = column(long);
+        assert_eq!(shown.chars().count(), WIDTHS[CONTAINER]);
+        assert_eq!(shown, "….service/app.slice/app-editor.scope");
+        let unknown = "/a-very-long-cgroup-name/that-follows-no-runtime/naming-at-all";
+        assert_eq!(column(unknown), "…at-follows-no-runtime/naming-at-all");
+    }
+
+    #[test]
+    fn container_column_cuts_long_labels_at_the_end() {
+        let path = format!("/system.slice/docker-{ID}.scope/system.slice/containerd.service");
+        let shown = column(&path);
+        assert_eq!(shown.chars().count(), WIDTHS[CONTAINER]);
+        assert_eq!(shown, "docker:3f2a9c1b4d5e containerd.serv…");
+    }
+
+    #[test]
+    fn json_gains_ecs_container_and_pod_fields() {
+        let mut record =
+            serde_json::json!({ "enforcer": { "action": "deny" }, "cgroup": { "id": 7 } });
+        add_workload(
+            &mut record,
+            &workload(&format!("{POD}/cri-containerd-{ID}.scope")).unwrap(),
+        );
+        assert_eq!(record["container"]["id"], ID);
+        assert_eq!(record["container"]["runtime"], "containerd");
+        assert_eq!(
+            record["kubernetes"]["pod"]["uid"],
+            "1234abcd-5678-4ef0-9abc-def012345678"
+        );
+        assert_eq!(record["enforcer"]["action"], "deny");
+        assert_eq!(record["cgroup"]["id"], 7);
+        assert!(record["enforcer"].get("systemd_unit").is_none());
+    }
+
+    #[test]
+    fn json_keeps_monitors_out_of_their_container() {
+        let mut record = serde_json::json!({ "enforcer": {} });
+        add_workload(
+            &mut record,
+            &workload(&format!("/machine.slice/libpod-conmon-{ID}.scope")).unwrap(),
+        );
+        assert!(record.get("container").is_none());
+        assert_eq!(record["enforcer"]["monitor_of"]["container_id"], ID);
+        assert_eq!(record["enforcer"]["monitor_of"]["runtime"], "podman");
+    }
+
+    #[test]
+    fn json_names_systemd_units() {
+        let mut record = serde_json::json!({ "enforcer": {} });
+        add_workload(
+            &mut record,
+            &workload("/system.slice/nginx.service").unwrap(),
+        );
+        assert_eq!(record["enforcer"]["systemd_unit"], "nginx.service");
+        assert!(record.get("container").is_none());
+        assert!(record.get("kubernetes").is_none());
+    }
 
     #[test]
     fn subtree_filter_matches_descendants_only() {
