@@ -359,6 +359,27 @@ pub struct PolicyIndex {
 }
 const _: () = assert!(core::mem::size_of::<PolicyIndex>() == 512);
 
+/// Run-time switches, single entry of an array map. Read only on the report path (after a policy
+/// asked for something), never by callers outside every policy.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// [`config`] bits.
+    pub flags: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<Config>() == 8);
+
+/// Bits of [`Config::flags`].
+pub mod config {
+    /// Kernel-side debug log lines (aya-log) for every reported decision.
+    pub const DEBUG_LOG: u32 = 1 << 0;
+    /// Benches only: no event at all, to measure what an event costs.
+    pub const BENCH_NO_EVENTS: u32 = 1 << 1;
+    /// Benches only: wake the consumer on every event, to measure what the no-wakeup rule saves.
+    pub const BENCH_WAKEUP_EACH: u32 = 1 << 2;
+}
+
 /// Per-CPU decision counters of a policy cgroup: `by_action[action][operation]`. The `allow` row
 /// stays zero; it is there so the BPF side indexes by the action's own value, a bound the
 /// verifier of every kernel can follow. Counted before and independently of event emission, so
@@ -453,6 +474,7 @@ mod user {
     unsafe impl aya::Pod for super::Policy {}
     unsafe impl aya::Pod for super::PolicyIndex {}
     unsafe impl aya::Pod for super::Counters {}
+    unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::Event {}
 }
 

@@ -17,8 +17,8 @@ pub fn capable(ctx: LsmContext) -> i32 {
     }
     let cap: i32 = ctx.arg(2);
     match cap {
-        CAP_SYS_TIME => time::on_cap_sys_time(),
-        CAP_SYS_ADMIN => mount::on_cap_sys_admin(),
+        CAP_SYS_TIME => time::on_cap_sys_time(&ctx),
+        CAP_SYS_ADMIN => mount::on_cap_sys_admin(&ctx),
         _ => Verdict::Allow,
     }
     .retval()

@@ -15,7 +15,7 @@ fn guard(ctx: &LsmContext, hook: Hook) -> i32 {
     }
     // key_alloc: the allocation flags; key_permission: the permission asked for.
     let detail: u64 = ctx.arg(2);
-    enforce(Operation::Keyctl, hook, detail as i64, |_| true).retval()
+    enforce(ctx, Operation::Keyctl, hook, detail as i64, |_| true).retval()
 }
 
 /// `key_alloc(key, cred, flags)`.

@@ -3,7 +3,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use enforcer_common::{Counters, Policy, PolicyIndex};
+use enforcer_common::{Config, Counters, Policy, PolicyIndex};
 
 /// cgroup v2 id -> policy of that cgroup (and, through the level walk, of its descendants).
 #[map(name = "POLICIES")]
@@ -24,3 +24,7 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 /// Index 0: events that could not be reserved on the ring buffer, per CPU.
 #[map(name = "DROPPED")]
 pub static DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Index 0: run-time switches (debug logs; bench-only event modes).
+#[map(name = "CONFIG")]
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);

@@ -9,8 +9,9 @@ use enforcer_common::{Hook, Operation, caps::CAP_SYS_ADMIN, syscalls::is_mount_a
 use crate::policy::{Verdict, enforce};
 
 #[inline(always)]
-pub fn on_cap_sys_admin() -> Verdict {
+pub fn on_cap_sys_admin(ctx: &LsmContext) -> Verdict {
     enforce(
+        ctx,
         Operation::Mount,
         Hook::Capable,
         CAP_SYS_ADMIN as i64,
@@ -26,7 +27,7 @@ fn guard(ctx: &LsmContext, hook: Hook, previous_arg: usize, flags_arg: Option<us
         return previous;
     }
     let flags: u64 = flags_arg.map_or(0, |i| ctx.arg(i));
-    enforce(Operation::Mount, hook, flags as i64, |_| true).retval()
+    enforce(ctx, Operation::Mount, hook, flags as i64, |_| true).retval()
 }
 
 /// `sb_mount(dev_name, path, type, flags, data)`: every mount(2).

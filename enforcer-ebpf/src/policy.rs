@@ -3,8 +3,9 @@
 //!
 //! The verdict is computed first and never depends on what happens afterwards: counting and event
 //! emission are best effort and cannot turn a denial into an allow.
+use aya_ebpf::programs::LsmContext;
 use aya_ebpf::{
-    bindings::{BPF_RB_NO_WAKEUP, pt_regs},
+    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, pt_regs},
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
         bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_get_current_uid_gid,
@@ -12,12 +13,13 @@ use aya_ebpf::{
         generated::bpf_task_pt_regs,
     },
 };
+use aya_log_ebpf::info;
 use enforcer_common::{
     Action, EVENT_STR_LEN, EVENT_VERSION, Event, Hook, LEVEL_UNUSED, MAX_POLICY_LEVELS, Operation,
-    Policy, string_slot, syscalls,
+    Policy, config, string_slot, syscalls,
 };
 
-use crate::maps::{COUNTERS, DROPPED, EVENTS, POLICIES, POLICY_INDEX};
+use crate::maps::{CONFIG, COUNTERS, DROPPED, EVENTS, POLICIES, POLICY_INDEX};
 
 const EPERM: i32 = 1;
 const SIGKILL: u32 = 9;
@@ -83,6 +85,7 @@ struct Decision {
 /// outside every policy never pay for reading their registers.
 #[inline(always)]
 pub fn enforce(
+    ctx: &LsmContext,
     op: Operation,
     hook: Hook,
     hook_arg: i64,
@@ -107,7 +110,38 @@ pub fn enforce(
         unsafe { bpf_send_signal(SIGKILL) };
     }
     count(op, &decision);
-    emit(op, hook, hook_arg, &decision, verdict, &syscall);
+    let flags = CONFIG.get(0).map_or(0, |c| c.flags);
+    if flags & config::BENCH_NO_EVENTS == 0 {
+        // No wakeup per event: a deny storm must not pay for waking the consumer on every call.
+        // The consumer drains on a short timer.
+        let submit = if flags & config::BENCH_WAKEUP_EACH != 0 {
+            BPF_RB_FORCE_WAKEUP
+        } else {
+            BPF_RB_NO_WAKEUP
+        };
+        emit(
+            op,
+            hook,
+            hook_arg,
+            &decision,
+            verdict,
+            &syscall,
+            submit as u64,
+        );
+    }
+    if flags & config::DEBUG_LOG != 0 {
+        info!(
+            ctx,
+            "decision op={} action={} hook={} cgroup={} policy_cgroup={} syscall={}",
+            op as u8,
+            decision.action as u8,
+            hook as u8,
+            // SAFETY: plain helper call.
+            unsafe { bpf_get_current_cgroup_id() },
+            decision.policy_cgroup_id,
+            syscall.nr
+        );
+    }
     verdict
 }
 
@@ -170,6 +204,7 @@ fn emit(
     decision: &Decision,
     verdict: Verdict,
     syscall: &Syscall,
+    submit_flags: u64,
 ) {
     // reserve takes no flags (anything else makes it fail); the no-wakeup flag goes on submit.
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
@@ -223,9 +258,7 @@ fn emit(
     read_string_arg(&mut event.strings[string_slot::SOURCE], syscall, source);
     read_string_arg(&mut event.strings[string_slot::TARGET], syscall, target);
     read_string_arg(&mut event.strings[string_slot::FS_TYPE], syscall, fs_type);
-    // No wakeup per event: a deny storm must not pay for waking the consumer on every call. The
-    // consumer drains on a short timer.
-    entry.submit(BPF_RB_NO_WAKEUP as u64);
+    entry.submit(submit_flags);
 }
 
 /// Copies the caller's string argument `arg` (a [`syscalls::NO_ARG`] leaves the slot empty).

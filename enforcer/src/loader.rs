@@ -33,12 +33,14 @@ const MAP_INDEX: &str = "POLICY_INDEX";
 const MAP_COUNTERS: &str = "COUNTERS";
 const MAP_EVENTS: &str = "EVENTS";
 const MAP_DROPPED: &str = "DROPPED";
-const MAPS: [&str; 5] = [
+const MAP_CONFIG: &str = "CONFIG";
+const MAPS: [&str; 6] = [
     MAP_POLICIES,
     MAP_INDEX,
     MAP_COUNTERS,
     MAP_EVENTS,
     MAP_DROPPED,
+    MAP_CONFIG,
 ];
 
 #[derive(Debug, Error)]
@@ -245,6 +247,17 @@ fn ensure_bpffs() -> Result<(), LoaderError> {
 /// Reads the active LSM list, mounting securityfs if needed. When the list cannot be read at all,
 /// the program load below is the judge.
 fn check_lsm_active() -> Result<(), LoaderError> {
+    match active_lsms() {
+        Ok(active) if !active.split(',').any(|lsm| lsm == "bpf") => {
+            Err(LoaderError::LsmInactive(active))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The active LSM list (`/sys/kernel/security/lsm`, comma separated, trimmed), mounting
+/// securityfs there first if it is not mounted.
+pub fn active_lsms() -> io::Result<String> {
     let list = Path::new(SECURITYFS).join("lsm");
     if !list.exists() {
         let _ = nix::mount::mount(
@@ -255,12 +268,29 @@ fn check_lsm_active() -> Result<(), LoaderError> {
             None::<&str>,
         );
     }
-    match fs::read_to_string(&list) {
-        Ok(active) if !active.trim().split(',').any(|lsm| lsm == "bpf") => {
-            Err(LoaderError::LsmInactive(active.trim().to_owned()))
-        }
-        _ => Ok(()),
-    }
+    fs::read_to_string(&list).map(|active| active.trim().to_owned())
+}
+
+/// True when this build's programs are loaded and pinned (every link and map pin is there).
+pub fn installed() -> bool {
+    Pins::new().complete()
+}
+
+/// How many of this build's programs have their link pinned (attached).
+pub fn attached_links() -> usize {
+    let pins = Pins::new();
+    HOOKS
+        .iter()
+        .filter(|spec| pins.link(spec.program).exists())
+        .count()
+}
+
+/// The kernel id of the pinned event ring buffer, if it is pinned: a consumer compares it with
+/// the id it opened to notice `enforcer reset` (and a later `attach` pinning a new one).
+pub fn pinned_events_id() -> Option<u32> {
+    aya::maps::MapInfo::from_pin(Pins::new().map(MAP_EVENTS))
+        .ok()
+        .map(|info| info.id())
 }
 
 fn load_and_pin(pins: &Pins) -> Result<(), LoaderError> {
@@ -417,6 +447,26 @@ impl PolicyMaps {
             .get(&0, 0)
             .map_err(|err| bpf_err("cannot read the policy index", err))
     }
+}
+
+/// Sets and clears run-time switches ([`enforcer_common::config`] bits); returns the new flags.
+pub fn update_config(_lock: &StateLock, set: u32, clear: u32) -> Result<u32, LoaderError> {
+    require_root()?;
+    let pins = Pins::new();
+    if !pins.complete() {
+        return Err(LoaderError::NotInstalled(pins.dir.display().to_string()));
+    }
+    let mut config: Array<MapData, enforcer_common::Config> =
+        Array::try_from(Map::Array(open_map(&pins, MAP_CONFIG)?))
+            .map_err(|err| bpf_err("CONFIG has an unexpected layout", err))?;
+    let mut value = config
+        .get(&0, 0)
+        .map_err(|err| bpf_err("cannot read CONFIG", err))?;
+    value.flags = (value.flags | set) & !clear;
+    config
+        .set(0, value, 0)
+        .map_err(|err| bpf_err("cannot write CONFIG", err))?;
+    Ok(value.flags)
 }
 
 /// Removes every pin of this build: programs detach, maps are freed once unreferenced.

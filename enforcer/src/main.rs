@@ -1,6 +1,8 @@
 //! `enforcer`: per-container syscall policy enforcer on BPF LSM.
 mod cgroup;
 mod cmd;
+mod consumer;
+mod daemon;
 mod events;
 mod loader;
 mod policy;
@@ -26,8 +28,22 @@ enum Command {
     List(cmd::list::Args),
     /// Follow violation events live.
     Tail(cmd::tail::Args),
+    /// The node agent: keep enforcement loaded, fan events out to tails, stdout and metrics.
+    Daemon(cmd::daemon::Args),
     /// Remove every program, map and policy of enforcer from the kernel.
     Reset,
+    /// Say whether this machine can enforce: preflight checks, then a live self-test.
+    Check(cmd::check::Args),
+    /// The self-test's process inside the throwaway cgroup (started by `check`).
+    #[command(hide = true)]
+    CheckChild(cmd::check::ChildArgs),
+    /// Make the kernel hold the policies of a YAML file (`--dry-run` shows the diff).
+    Apply(cmd::apply::Args),
+    /// Kernel-side debug logs: switch them on or off, or follow them.
+    Debug(cmd::debug::Args),
+    /// Benches only: event mode of the programs (`normal`, `none`, `wakeup-each`).
+    #[command(hide = true)]
+    BenchEvents { mode: String },
     /// Attach a do-nothing program to an LSM hook (`settime` or `capable`), for benches.
     #[command(hide = true)]
     BenchEmpty {
@@ -47,6 +63,8 @@ enum Exit {
     CannotEnforce = 5,
     NotPrivileged = 6,
     NothingAttached = 7,
+    AlreadyRunning = 8,
+    DaemonGone = 9,
 }
 
 /// An error that is the user's to fix, with its exit code.
@@ -62,6 +80,36 @@ impl ExitError {
         Self {
             code: Exit::NothingAttached,
             message: format!("{cgroup} has no policy; `enforcer list` shows the attached cgroups"),
+        }
+    }
+
+    /// A second `enforcer daemon` while one runs.
+    pub fn already_running(message: String) -> Self {
+        Self {
+            code: Exit::AlreadyRunning,
+            message,
+        }
+    }
+
+    /// A tail reading the daemon's event stream saw the daemon go away.
+    pub fn daemon_gone(message: String) -> Self {
+        Self {
+            code: Exit::DaemonGone,
+            message,
+        }
+    }
+
+    pub fn cannot_enforce(message: String) -> Self {
+        Self {
+            code: Exit::CannotEnforce,
+            message,
+        }
+    }
+
+    pub fn not_privileged(message: String) -> Self {
+        Self {
+            code: Exit::NotPrivileged,
+            message,
         }
     }
 }
@@ -99,7 +147,13 @@ fn main() -> ExitCode {
         Command::Detach(args) => cmd::detach::run(args),
         Command::List(args) => cmd::list::run(args),
         Command::Tail(args) => cmd::tail::run(args),
+        Command::Daemon(args) => cmd::daemon::run(args),
         Command::Reset => reset(),
+        Command::Check(args) => cmd::check::run(args),
+        Command::CheckChild(args) => cmd::check::child(args),
+        Command::Apply(args) => cmd::apply::run(args),
+        Command::Debug(args) => cmd::debug::run(args),
+        Command::BenchEvents { mode } => bench_events(&mode),
         Command::BenchEmpty { hook } => loader::attach_empty(&hook)
             .map(|path| {
                 println!("pinned {}", path.display());
@@ -123,5 +177,19 @@ fn reset() -> anyhow::Result<()> {
     } else {
         println!("nothing to remove");
     }
+    Ok(())
+}
+
+fn bench_events(mode: &str) -> anyhow::Result<()> {
+    use enforcer_common::config::{BENCH_NO_EVENTS, BENCH_WAKEUP_EACH};
+    let set = match mode {
+        "normal" => 0,
+        "none" => BENCH_NO_EVENTS,
+        "wakeup-each" => BENCH_WAKEUP_EACH,
+        other => anyhow::bail!("unknown event mode {other}; use normal, none or wakeup-each"),
+    };
+    let lock = loader::lock()?;
+    loader::update_config(&lock, set, (BENCH_NO_EVENTS | BENCH_WAKEUP_EACH) & !set)?;
+    println!("event mode {mode}");
     Ok(())
 }

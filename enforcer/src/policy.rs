@@ -28,6 +28,106 @@ pub enum PolicyError {
         "policies would sit at {0} different cgroup depths; at most {MAX_POLICY_LEVELS} are supported: attach at a depth already in use (`enforcer list`)"
     )]
     TooManyLevels(usize),
+    #[error("{file}: {message}; see the policy file format in the README")]
+    File { file: String, message: String },
+    #[error("{file}: cgroup {cgroup} is listed twice; give each cgroup one entry")]
+    Duplicate { file: String, cgroup: String },
+}
+
+/// A policy file (`enforcer apply -f`): the policies the kernel should hold.
+///
+/// ```yaml
+/// policies:
+///   - cgroup: /kubepods.slice/kubepods-pod1234.slice   # path or numeric id
+///     deny: [mount, keyctl]
+///     audit: [settime]
+/// ```
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    policies: Vec<FileEntry>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileEntry {
+    cgroup: CgroupSpec,
+    #[serde(default)]
+    deny: Vec<String>,
+    #[serde(default)]
+    audit: Vec<String>,
+    #[serde(default)]
+    kill: Vec<String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+enum CgroupSpec {
+    Id(u64),
+    Path(String),
+}
+
+/// One entry of a policy file: the cgroup as written, and its rules for [`compile`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct FileRule {
+    pub cgroup: String,
+    pub rules: Vec<(Action, Option<String>)>,
+}
+
+impl FileRule {
+    /// The rules in the form [`compile`] takes.
+    pub fn borrowed(&self) -> Vec<(Action, Option<&str>)> {
+        self.rules
+            .iter()
+            .map(|(action, list)| (*action, list.as_deref()))
+            .collect()
+    }
+}
+
+/// Parses a policy file. Syntax errors and unknown keys name the line; duplicate cgroups (as
+/// written) are refused. Operation names are checked by [`compile`].
+pub fn parse_file(file: &str, text: &str) -> Result<Vec<FileRule>, PolicyError> {
+    let parsed: PolicyFile = serde_yaml_ng::from_str(text).map_err(|err| PolicyError::File {
+        file: file.to_owned(),
+        message: err.to_string(),
+    })?;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut rules = Vec::new();
+    for entry in parsed.policies {
+        let cgroup = match entry.cgroup {
+            CgroupSpec::Id(id) => id.to_string(),
+            CgroupSpec::Path(path) => path,
+        };
+        if !seen.insert(cgroup.clone()) {
+            return Err(PolicyError::Duplicate {
+                file: file.to_owned(),
+                cgroup,
+            });
+        }
+        let list = |ops: Vec<String>| (!ops.is_empty()).then(|| ops.join(","));
+        rules.push(FileRule {
+            cgroup,
+            rules: vec![
+                (Action::Deny, list(entry.deny)),
+                (Action::Audit, list(entry.audit)),
+                (Action::Kill, list(entry.kill)),
+            ],
+        });
+    }
+    Ok(rules)
+}
+
+/// `deny=mount,keyctl audit=settime`: a policy in one line, for diffs and messages.
+pub fn summary(policy: &Policy) -> String {
+    let mut by_action: BTreeMap<Action, Vec<&str>> = BTreeMap::new();
+    for (op, action) in describe(policy) {
+        by_action.entry(action).or_default().push(op.name());
+    }
+    by_action
+        .into_iter()
+        .map(|(action, ops)| format!("{}={}", action.name(), ops.join(",")))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn known_names() -> String {
@@ -214,6 +314,44 @@ mod tests {
         index.slots[..index.count as usize]
             .iter()
             .find(|slot| slot.level == level)
+    }
+
+    #[test]
+    fn parses_a_policy_file() {
+        let text = "policies:\n  - cgroup: /pod1\n    deny: [mount, keyctl]\n    audit: [settime]\n  - cgroup: 42\n    kill: [settime]\n";
+        let rules = parse_file("p.yaml", text).unwrap();
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[0].cgroup, "/pod1");
+        assert_eq!(
+            rules[0].rules[0],
+            (Action::Deny, Some("mount,keyctl".into()))
+        );
+        assert_eq!(rules[1].cgroup, "42");
+        let policy = compile(&rules[0].borrowed(), 1).unwrap();
+        assert_eq!(summary(&policy), "audit=settime deny=mount,keyctl");
+    }
+
+    #[test]
+    fn a_bad_policy_file_names_the_line() {
+        let unknown = "policies:\n  - cgroup: /pod1\n    denny: [mount]\n";
+        let err = parse_file("p.yaml", unknown).unwrap_err().to_string();
+        assert!(
+            err.contains("p.yaml") && err.contains("denny") && err.contains("line 3"),
+            "{err}"
+        );
+        let broken = "policies:\n  - cgroup: [\n";
+        assert!(
+            parse_file("p.yaml", broken)
+                .unwrap_err()
+                .to_string()
+                .contains("line")
+        );
+        let twice =
+            "policies:\n  - cgroup: /a\n    deny: [mount]\n  - cgroup: /a\n    deny: [keyctl]\n";
+        assert!(matches!(
+            parse_file("p.yaml", twice),
+            Err(PolicyError::Duplicate { .. })
+        ));
     }
 
     #[test]

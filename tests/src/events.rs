@@ -255,3 +255,55 @@ fn tail_ends_when_its_reader_goes_away() {
         thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn kernel_debug_logs_follow_the_run_time_switch() {
+    let cgroup = Cgroup::new("ev-debug");
+    enforcer_ok(&["attach", "--cgroup", cgroup.arg(), "--deny", "settime"]);
+    let mut follower = Command::new(enforcer_bin())
+        .args(["debug", "follow"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("debug follow");
+    let stderr = follower.stderr.take().expect("stderr");
+    let lines = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = Arc::clone(&lines);
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().expect("lines").push(line);
+        }
+    });
+    let mine = format!("cgroup={}", cgroup.id());
+    let logged = || {
+        lines
+            .lock()
+            .expect("lines")
+            .iter()
+            .any(|l| l.contains(&mine))
+    };
+    thread::sleep(Duration::from_millis(300));
+
+    // Off by default: a denial logs nothing.
+    probe(Some(&cgroup), &["settimeofday", "0"]);
+    thread::sleep(Duration::from_millis(500));
+    assert!(
+        !logged(),
+        "logged while off: {:?}",
+        lines.lock().expect("lines")
+    );
+
+    enforcer_ok(&["debug", "on"]);
+    probe(Some(&cgroup), &["settimeofday", "0"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !logged() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    enforcer_ok(&["debug", "off"]);
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert!(
+        logged(),
+        "no kernel log line: {:?}",
+        lines.lock().expect("lines")
+    );
+}

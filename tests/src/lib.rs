@@ -6,6 +6,9 @@
 //! every assertion reads what the kernel did (errno, mounts, keys, clock, events, counters).
 #![cfg(test)]
 
+mod apply;
+mod check;
+mod daemon;
 mod events;
 mod harness;
 mod matrix;

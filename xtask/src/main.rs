@@ -1,7 +1,7 @@
 //! `cargo xtask`: bootstrap, builds, and the VM test harness for enforcer.
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -101,19 +101,98 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 /// Everything a VM run needs from the host: tools, then the guest binaries.
 fn prepare_vm(mode: &str) -> Result<PathBuf> {
+    Ok(prepare_vm_bins(mode)?.0)
+}
+
+/// [`prepare_vm`], also returning the guest binaries.
+fn prepare_vm_bins(mode: &str) -> Result<(PathBuf, guest::GuestBins)> {
     sysdeps::ensure_packages(sysdeps::VM_PACKAGES)?;
     let bins = guest::build()?;
     let initrd = workspace_root().join(format!("target/vm/initramfs-{mode}.cpio"));
     initramfs::build(&initrd, &bins.initramfs_entries())?;
-    Ok(initrd)
+    Ok((initrd, bins))
+}
+
+/// Tests with this in their name need a kernel booted without BPF LSM: the main boot skips them,
+/// and a boot of their own runs them with [`LSM_WITHOUT_BPF`].
+const NOBPF: &str = "nobpf::";
+const LSM_WITHOUT_BPF: &str = "lockdown,capability,landlock";
+
+/// One boot of a kernel: its LSMs and which tests it runs.
+#[derive(Debug, PartialEq, Eq)]
+struct Boot {
+    /// Added to the output label (`[6.12.117 lsm-without-bpf]`); empty for the main boot.
+    tag: &'static str,
+    lsm: &'static str,
+    /// libtest filters (a test runs when it matches any); exact names when `exact`.
+    filters: Vec<String>,
+    exact: bool,
+    /// libtest `--skip` patterns.
+    skips: Vec<String>,
+}
+
+/// The boots each kernel needs for the tests matching `filter`, given every VM test's name: the
+/// main boot for the tests that need BPF LSM, and one without it for the `nobpf::` tests. A boot
+/// with nothing to run is left out.
+fn plan_boots(filter: Option<&str>, names: &[String]) -> Result<Vec<Boot>> {
+    let wanted = |name: &&String| filter.is_none_or(|f| name.contains(f));
+    let main = names
+        .iter()
+        .filter(wanted)
+        .filter(|n| !n.contains(NOBPF))
+        .count();
+    let nobpf: Vec<String> = names
+        .iter()
+        .filter(wanted)
+        .filter(|n| n.contains(NOBPF))
+        .cloned()
+        .collect();
+    if main == 0 && nobpf.is_empty() {
+        bail!("no VM test matches {:?}", filter.unwrap_or_default());
+    }
+    let mut boots = Vec::new();
+    if main > 0 {
+        boots.push(Boot {
+            tag: "",
+            lsm: vm::LSM_WITH_BPF,
+            filters: filter.map(str::to_owned).into_iter().collect(),
+            exact: false,
+            skips: vec![NOBPF.to_owned()],
+        });
+    }
+    if !nobpf.is_empty() {
+        // A filter can match more than nobpf tests: name them exactly.
+        let (filters, exact) = match filter {
+            None => (vec![NOBPF.to_owned()], false),
+            Some(_) => (nobpf, true),
+        };
+        boots.push(Boot {
+            tag: "lsm-without-bpf",
+            lsm: LSM_WITHOUT_BPF,
+            filters,
+            exact,
+            skips: Vec::new(),
+        });
+    }
+    Ok(boots)
+}
+
+/// Every test in the VM test executable (it is a static x86_64 binary: it lists on the host).
+fn list_vm_tests(vmtests: &Path) -> Result<Vec<String>> {
+    let list = cmd::output(Command::new(vmtests).args(["--list", "--format", "terse"]))?;
+    Ok(list
+        .lines()
+        .filter_map(|line| line.strip_suffix(": test"))
+        .map(str::to_owned)
+        .collect())
 }
 
 fn test(args: TestArgs) -> Result<ExitCode> {
     if let Some(f) = &args.filter
-        && (f.is_empty() || f.contains(|c: char| c.is_whitespace() || c == '"'))
+        && (f.is_empty() || f.contains(|c: char| c.is_whitespace() || c == '"' || c == ','))
     {
-        // It travels on the kernel command line, which splits on spaces.
-        bail!("the test filter must be one word without spaces or quotes: {f:?}");
+        // It travels on the kernel command line, which splits on spaces, in a comma list.
+        bail!("the test filter must be one word without spaces, quotes or commas: {f:?}");
     }
     let mut series = Series::ALL.to_vec();
     if !args.kernels.is_empty() {
@@ -134,23 +213,27 @@ fn test(args: TestArgs) -> Result<ExitCode> {
         .context("host unit tests failed")?;
     }
     eprintln!("== guest binaries");
-    let initrd = prepare_vm("test")?;
+    let (initrd, bins) = prepare_vm_bins("test")?;
+    let boots = plan_boots(args.filter.as_deref(), &list_vm_tests(&bins.vmtests)?)?;
 
     let mut summaries = Vec::new();
     let (mut passed, mut failed) = (0, 0);
     for s in series {
         // A kernel that cannot be had is one failure; the other kernel still runs.
-        let k = match kernels::resolve(s) {
-            Ok(kernel) => run_kernel_tests(&kernel, &initrd, &args)?,
-            Err(e) => KernelResult {
-                passed: 0,
-                failed: 1,
-                line: format!("[{}] no kernel: {e:#}", s.name()),
-            },
+        let kernel = match kernels::resolve(s) {
+            Ok(kernel) => kernel,
+            Err(e) => {
+                failed += 1;
+                summaries.push(format!("[{}] no kernel: {e:#}", s.name()));
+                continue;
+            }
         };
-        passed += k.passed;
-        failed += k.failed;
-        summaries.push(k.line);
+        for boot in &boots {
+            let k = run_kernel_tests(&kernel, &initrd, &args, boot)?;
+            passed += k.passed;
+            failed += k.failed;
+            summaries.push(k.line);
+        }
     }
 
     println!();
@@ -172,18 +255,38 @@ struct KernelResult {
     line: String,
 }
 
-fn run_kernel_tests(kernel: &Kernel, initrd: &Path, args: &TestArgs) -> Result<KernelResult> {
-    let label = kernel.label();
+fn run_kernel_tests(
+    kernel: &Kernel,
+    initrd: &Path,
+    args: &TestArgs,
+    boot: &Boot,
+) -> Result<KernelResult> {
+    let label = match boot.tag {
+        "" => kernel.label(),
+        tag => format!("{} {tag}", kernel.label()),
+    };
     println!();
-    println!("== kernel {} ({})", kernel.release, kernel.package);
+    println!(
+        "== kernel {} ({}), lsm={}",
+        kernel.release, kernel.package, boot.lsm
+    );
     let mut spec = VmSpec::new(kernel, initrd, "test");
     spec.timeout = Duration::from_secs(args.timeout);
+    spec.lsm = boot.lsm.to_owned();
     if !args.verbose {
         // Errors and warnings (oopses, WARN splats) only: keeps boot chatter out of the way.
         spec.cmdline_extra.push("loglevel=5".into());
     }
-    if let Some(f) = &args.filter {
-        spec.cmdline_extra.push(format!("enforcer.filter={f}"));
+    if !boot.filters.is_empty() {
+        spec.cmdline_extra
+            .push(format!("enforcer.filter={}", boot.filters.join(",")));
+    }
+    if !boot.skips.is_empty() {
+        spec.cmdline_extra
+            .push(format!("enforcer.skip={}", boot.skips.join(",")));
+    }
+    if boot.exact {
+        spec.cmdline_extra.push("enforcer.exact=1".into());
     }
     spec.cmdline_extra.extend(args.kernel_args.iter().cloned());
 
@@ -329,5 +432,55 @@ fn demo(args: DemoArgs) -> Result<ExitCode> {
             }
             bail!("demo failed: {reason}")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> Vec<String> {
+        [
+            "check::json",
+            "check::nobpf::attach",
+            "check::nobpf::check",
+            "matrix::x::deny",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
+    #[test]
+    fn nobpf_tests_get_a_boot_of_their_own() {
+        let boots = plan_boots(None, &names()).unwrap();
+        assert_eq!(boots.len(), 2);
+        assert_eq!(boots[0].lsm, vm::LSM_WITH_BPF);
+        assert_eq!(boots[0].skips, ["nobpf::"]);
+        assert!(boots[0].filters.is_empty());
+        assert_eq!(boots[1].lsm, LSM_WITHOUT_BPF);
+        assert_eq!(boots[1].tag, "lsm-without-bpf");
+        assert_eq!(boots[1].filters, ["nobpf::"]);
+        assert!(!boots[1].exact);
+    }
+
+    #[test]
+    fn a_filter_picks_boots_and_exact_nobpf_names() {
+        let boots = plan_boots(Some("check"), &names()).unwrap();
+        assert_eq!(boots[0].filters, ["check"]);
+        assert_eq!(
+            boots[1].filters,
+            ["check::nobpf::attach", "check::nobpf::check"]
+        );
+        assert!(boots[1].exact);
+
+        let only_main = plan_boots(Some("matrix"), &names()).unwrap();
+        assert_eq!(only_main.len(), 1);
+        assert_eq!(only_main[0].tag, "");
+
+        let only_nobpf = plan_boots(Some("nobpf::attach"), &names()).unwrap();
+        assert_eq!(only_nobpf.len(), 1);
+        assert_eq!(only_nobpf[0].filters, ["check::nobpf::attach"]);
+
+        assert!(plan_boots(Some("nothing"), &names()).is_err());
     }
 }

@@ -19,6 +19,9 @@ pub const BOOTED_MARKER: &str = "ENFORCER-VM-BOOTED";
 /// Last line /init prints, with the payload's exit code.
 pub const EXIT_MARKER: &str = "ENFORCER-VM-EXIT";
 
+/// The `lsm=` list of a normal boot: BPF LSM active.
+pub const LSM_WITH_BPF: &str = "lockdown,capability,landlock,bpf";
+
 /// How long the guest may take to power off after printing its exit marker.
 const POWEROFF_GRACE: Duration = Duration::from_secs(30);
 
@@ -27,6 +30,8 @@ pub struct VmSpec<'a> {
     pub initrd: &'a Path,
     /// Value of `enforcer.mode=` (test, demo, bench...), read by /init.
     pub mode: &'a str,
+    /// The `lsm=` list ([`LSM_WITH_BPF`] unless a test needs BPF LSM missing).
+    pub lsm: String,
     /// Extra kernel command line words (`enforcer.filter=x`, `quiet`, ...).
     pub cmdline_extra: Vec<String>,
     /// Extra QEMU arguments (`-icount shift=0,sleep=off`, ...), after the defaults.
@@ -45,6 +50,7 @@ impl<'a> VmSpec<'a> {
             kernel,
             initrd,
             mode,
+            lsm: LSM_WITH_BPF.to_string(),
             cmdline_extra: Vec::new(),
             qemu_extra: Vec::new(),
             smp: 2,
@@ -55,13 +61,13 @@ impl<'a> VmSpec<'a> {
     }
 
     fn cmdline(&self) -> String {
-        // lsm= is explicit so a test could boot without bpf; panic=-1 + -no-reboot turn a panic
+        // lsm= is explicit so a test can boot without bpf; panic=-1 + -no-reboot turn a panic
         // into QEMU exiting instead of a hang.
         let mut words = vec![
             "console=ttyS0".to_string(),
             "rdinit=/init".to_string(),
             "panic=-1".to_string(),
-            "lsm=lockdown,capability,landlock,bpf".to_string(),
+            format!("lsm={}", self.lsm),
             format!("enforcer.mode={}", self.mode),
         ];
         words.extend(self.cmdline_extra.iter().cloned());

@@ -1,6 +1,6 @@
 //! `enforcer attach`: install (on first use) and set the policy of one cgroup.
 use anyhow::Result;
-use enforcer_common::{Action, Counters};
+use enforcer_common::{Action, Counters, Policy};
 
 use crate::{cgroup, loader, policy};
 
@@ -34,6 +34,29 @@ pub fn run(args: Args) -> Result<()> {
 
     let lock = loader::lock()?;
     let mut maps = loader::install(&lock)?;
+    set_policy(&mut maps, &target, new_policy)?;
+    drop(lock);
+
+    let summary: Vec<String> = policy::describe(&new_policy)
+        .into_iter()
+        .map(|(op, action)| format!("{}={}", op.name(), action.name()))
+        .collect();
+    println!(
+        "attached {} (id {}): {}",
+        target.path,
+        target.id,
+        summary.join(" ")
+    );
+    Ok(())
+}
+
+/// Sets `new_policy` on `target` in the installed maps, replacing any policy it had (also used by
+/// `enforcer check`). The caller holds the [`loader::StateLock`].
+pub fn set_policy(
+    maps: &mut loader::PolicyMaps,
+    target: &cgroup::Cgroup,
+    new_policy: Policy,
+) -> Result<()> {
     let mut placed: Vec<(u64, u32)> = maps
         .policies()?
         .into_iter()
@@ -53,16 +76,5 @@ pub fn run(args: Args) -> Result<()> {
     }
     maps.policies.insert(target.id, new_policy, 0)?;
     maps.write_index(&index_updates)?;
-
-    let summary: Vec<String> = policy::describe(&new_policy)
-        .into_iter()
-        .map(|(op, action)| format!("{}={}", op.name(), action.name()))
-        .collect();
-    println!(
-        "attached {} (id {}): {}",
-        target.path,
-        target.id,
-        summary.join(" ")
-    );
     Ok(())
 }

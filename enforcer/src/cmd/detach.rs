@@ -24,6 +24,15 @@ pub fn run(args: Args) -> Result<()> {
     if maps.policies.get(&id, 0).is_err() {
         anyhow::bail!(crate::ExitError::no_policy(&shown));
     }
+    remove_policy(&mut maps, id)?;
+    drop(lock);
+    println!("detached {shown}");
+    Ok(())
+}
+
+/// Removes the policy of cgroup `id`, which must have one (also used by `enforcer check`). The
+/// caller holds the [`loader::StateLock`].
+pub fn remove_policy(maps: &mut loader::PolicyMaps, id: u64) -> Result<()> {
     // The policy goes first, then its index bit, then its counters: the reverse of attach.
     maps.policies.remove(&id)?;
     let remaining: Vec<(u64, u32)> = maps
@@ -34,7 +43,5 @@ pub fn run(args: Args) -> Result<()> {
     let updates = policy::index_updates(&maps.current_index()?, &remaining)?;
     maps.write_index(&updates)?;
     let _ = maps.counters.remove(&id);
-    drop(lock);
-    println!("detached {shown}");
     Ok(())
 }

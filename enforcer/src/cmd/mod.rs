@@ -1,5 +1,9 @@
 //! One module per subcommand.
+pub mod apply;
 pub mod attach;
+pub mod check;
+pub mod daemon;
+pub mod debug;
 pub mod detach;
 pub mod list;
 pub mod tail;

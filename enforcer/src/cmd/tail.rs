@@ -1,26 +1,28 @@
 //! `enforcer tail`: a live view of violation events.
 //!
-//! The BPF programs submit events without waking the reader (a deny storm must not pay for a
-//! wakeup per call), so the ring buffer is drained on a short timer as well as on readiness.
+//! When `enforcer daemon` runs, its event stream is read (any number of tails see every event);
+//! otherwise the pinned ring buffer is consumed directly, with the same drain logic as the daemon
+//! ([`crate::consumer`]). Either way each event is rendered here, the same way.
 use std::{
     io::{self, IsTerminal, Write},
     os::fd::AsFd,
+    path::Path,
     time::Duration,
 };
 
 use anstyle::{AnsiColor, Style};
 use anyhow::{Context, Result};
-use aya::maps::{MapData, PerCpuArray, RingBuf};
-use enforcer_common::Action;
-use tokio::io::unix::AsyncFd;
+use bytes::BytesMut;
+use enforcer_common::{Action, Event};
+use tokio::{io::AsyncReadExt, net::UnixStream};
 
 use crate::{
     cgroup::{self, PathCache, Workload},
-    events::{self, Clock, Rendered},
+    consumer::{self, Consumer},
+    daemon::{self, Frame},
+    events::{Clock, Rendered},
     loader,
 };
-
-const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -32,14 +34,20 @@ pub struct Args {
     pub json: bool,
 }
 
-struct Output {
+/// Renders events to stdout: aligned text lines or JSON lines (also the daemon's stdout).
+pub struct Output {
     json: bool,
     colour: bool,
     filter: Option<String>,
     clock: Clock,
     paths: PathCache,
     out: io::BufWriter<io::Stdout>,
+    /// The header is printed.
+    started: bool,
 }
+
+/// How often a tail reading the ring buffer itself looks for a daemon that started since.
+const DAEMON_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Ends the loop quietly: the reader went away (`tail | head -3`).
 struct ReaderGone;
@@ -51,21 +59,27 @@ pub fn run(args: Args) -> Result<()> {
         .map(cgroup::resolve)
         .transpose()?
         .map(|cgroup| cgroup.path);
-    let maps = loader::open_event_maps()?;
-    let stdout = io::stdout();
-    let mut output = Output {
-        json: args.json,
-        colour: !args.json && stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none(),
-        filter,
-        clock: Clock::new(),
-        paths: PathCache::default(),
-        out: io::BufWriter::new(stdout),
-    };
+    let mut output = Output::new(args.json, filter);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    match runtime.block_on(follow(maps.events, maps.dropped, &mut output)) {
+    let followed = runtime.block_on(async {
+        let stream = match daemon::connect().await.map_err(Follow::Failed)? {
+            Some(stream) => stream,
+            None => {
+                let maps = loader::open_event_maps().map_err(|err| Follow::Failed(err.into()))?;
+                output.start()?;
+                match follow_ring(maps, &mut output).await? {
+                    Some(stream) => stream,
+                    None => return Ok(()),
+                }
+            }
+        };
+        output.start()?;
+        follow_daemon(stream, &mut output).await
+    });
+    match followed {
         Ok(()) | Err(Follow::Gone(ReaderGone)) => Ok(()),
         Err(Follow::Failed(err)) => Err(err),
     }
@@ -86,61 +100,111 @@ impl From<io::Error> for Follow {
     }
 }
 
-async fn follow(
-    events: RingBuf<MapData>,
-    dropped: PerCpuArray<MapData, u64>,
+/// Consumes the pinned ring buffer while no daemon runs. A daemon started meanwhile becomes the
+/// ring buffer's consumer: the tail then hands over to its event stream (returned) rather than
+/// split the events with it.
+async fn follow_ring(
+    maps: loader::EventMaps,
     output: &mut Output,
-) -> Result<(), Follow> {
-    // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, until it is dropped, which
-    // happens only when the AsyncFd that owns it is dropped.
-    let mut ring =
-        unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }.map_err(
-            |err| Follow::Failed(anyhow::anyhow!("cannot watch the ring buffer: {err}")),
-        )?;
-    let mut ticker = tokio::time::interval(DRAIN_INTERVAL);
-    let mut reported_drops = total_dropped(&dropped);
-    if !output.json {
-        output.header()?;
-    }
+) -> Result<Option<UnixStream>, Follow> {
+    let mut consumer = Consumer::new(maps)
+        .map_err(|err| Follow::Failed(anyhow::anyhow!("cannot watch the ring buffer: {err}")))?;
+    let mut sink = Direct(output);
+    let mut daemon_check = tokio::time::interval(DAEMON_CHECK_INTERVAL);
     loop {
         tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(None),
+            drained = consumer.next(&mut sink) => drained?,
+            _ = daemon_check.tick() => {
+                if Path::new(daemon::SOCKET).exists()
+                    && let Ok(Some(stream)) = daemon::connect().await
+                {
+                    consumer.drain_now(&mut sink)?;
+                    eprintln!(
+                        "enforcer: an enforcer daemon started: reading its event stream from now on (events it read before this tail connected are not shown here)"
+                    );
+                    return Ok(Some(stream));
+                }
+            }
+        }
+    }
+}
+
+/// The tail's own consumer hands events straight to its output.
+struct Direct<'a>(&'a mut Output);
+
+impl consumer::Sink for Direct<'_> {
+    type Error = Follow;
+
+    fn event(&mut self, event: &Event) -> Result<(), Follow> {
+        Ok(self.0.event(*event)?)
+    }
+
+    fn dropped(&mut self, count: u64) -> Result<(), Follow> {
+        Ok(self.0.dropped(count)?)
+    }
+
+    fn drained(&mut self, tick: bool) -> Result<(), Follow> {
+        self.0.flush()?;
+        if tick && stdout_closed() {
+            return Err(Follow::Gone(ReaderGone));
+        }
+        Ok(())
+    }
+}
+
+/// Reads the daemon's event stream (past its greeting) until the daemon goes away, which ends the
+/// tail with an error of its own: a person watching must notice that the stream stopped.
+async fn follow_daemon(mut stream: UnixStream, output: &mut Output) -> Result<(), Follow> {
+    let mut ticker = tokio::time::interval(consumer::DRAIN_INTERVAL);
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        buf.reserve(64 * 1024);
+        tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(()),
-            guard = ring.readable_mut() => {
-                let mut guard = guard?;
-                drain(guard.get_inner_mut(), output)?;
-                guard.clear_ready();
+            // read_buf is cancel-safe: a partial frame stays in `buf`.
+            read = stream.read_buf(&mut buf) => {
+                let gone = match read {
+                    Ok(0) => true,
+                    Ok(_) => false,
+                    Err(err) if matches!(
+                        err.kind(),
+                        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+                    ) => true,
+                    Err(err) => {
+                        return Err(Follow::Failed(
+                            anyhow::Error::new(err).context(format!("cannot read {}", daemon::SOCKET)),
+                        ));
+                    }
+                };
+                while let Some(frame) = Frame::decode(&mut buf)
+                    .map_err(|err| Follow::Failed(err.into()))?
+                {
+                    match frame {
+                        Frame::Event(event) => output.event(event)?,
+                        Frame::Dropped(count) => output.dropped(count)?,
+                        Frame::Lagged(count) => output.lagged(count)?,
+                    }
+                }
+                output.flush()?;
+                if gone {
+                    return Err(Follow::Failed(
+                        crate::ExitError::daemon_gone(format!(
+                            "the daemon went away (its event stream {} closed); enforcement continues; run `enforcer tail` again to keep reading events",
+                            daemon::SOCKET
+                        ))
+                        .into(),
+                    ));
+                }
             }
             _ = ticker.tick() => {
-                drain(ring.get_mut(), output)?;
-                let now = total_dropped(&dropped);
-                if now > reported_drops {
-                    output.dropped(now - reported_drops)?;
-                    reported_drops = now;
-                }
-                output.out.flush()?;
+                output.flush()?;
                 if stdout_closed() {
                     return Err(Follow::Gone(ReaderGone));
                 }
             }
         }
     }
-}
-
-fn drain(ring: &mut RingBuf<MapData>, output: &mut Output) -> io::Result<()> {
-    while let Some(item) = ring.next() {
-        match events::decode(&item) {
-            Ok(event) => output.event(event)?,
-            Err(err) => eprintln!("enforcer: skipped an event: {err}"),
-        }
-    }
-    output.out.flush()
-}
-
-fn total_dropped(dropped: &PerCpuArray<MapData, u64>) -> u64 {
-    dropped
-        .get(&0, 0)
-        .map(|per_cpu| per_cpu.iter().sum())
-        .unwrap_or(0)
 }
 
 /// A pipe whose reader has gone reports POLLERR on the write end, so `tail | head -3` ends at
@@ -162,12 +226,40 @@ const WIDTHS: [usize; 6] = [24, 36, 7, 15, 8, 6];
 const CONTAINER: usize = 1;
 
 impl Output {
+    /// Text (coloured when stdout is a terminal and `NO_COLOR` is unset) or JSON lines, keeping
+    /// only events from the cgroup subtree at `filter` when given.
+    pub fn new(json: bool, filter: Option<String>) -> Self {
+        let stdout = io::stdout();
+        Self {
+            json,
+            colour: !json && stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            filter,
+            clock: Clock::new(),
+            paths: PathCache::default(),
+            out: io::BufWriter::new(stdout),
+            started: false,
+        }
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
+    /// The column header of text output, once.
+    fn start(&mut self) -> io::Result<()> {
+        if !self.json && !self.started {
+            self.header()?;
+        }
+        self.started = true;
+        Ok(())
+    }
+
     fn header(&mut self) -> io::Result<()> {
         let names = ["TIME", "CONTAINER", "PID", "COMM", "OP", "ACTION", "DETAIL"];
         self.line(names.map(str::to_owned), None)
     }
 
-    fn event(&mut self, event: enforcer_common::Event) -> io::Result<()> {
+    pub fn event(&mut self, event: Event) -> io::Result<()> {
         let rendered = Rendered::new(event, &self.clock, &mut self.paths);
         if let Some(filter) = &self.filter
             && !in_subtree(&rendered.cgroup_path, filter)
@@ -190,7 +282,17 @@ impl Output {
         }
     }
 
-    fn dropped(&mut self, count: u64) -> io::Result<()> {
+    /// `count` events were lost in the kernel: the ring buffer was full.
+    pub fn dropped(&mut self, count: u64) -> io::Result<()> {
+        self.drop_report(count, "the ring buffer was full")
+    }
+
+    /// `count` events never reached this tail: it read the daemon's stream too slowly.
+    pub fn lagged(&mut self, count: u64) -> io::Result<()> {
+        self.drop_report(count, "this tail fell behind the daemon")
+    }
+
+    fn drop_report(&mut self, count: u64, why: &str) -> io::Result<()> {
         if self.json {
             let record = serde_json::json!({
                 "event": { "kind": "metric", "action": "events-dropped" },
@@ -198,10 +300,7 @@ impl Output {
             });
             writeln!(self.out, "{record}")
         } else {
-            writeln!(
-                self.out,
-                "-- {count} events dropped: the ring buffer was full --"
-            )
+            writeln!(self.out, "-- {count} events dropped: {why} --")
         }
     }
 

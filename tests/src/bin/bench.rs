@@ -22,10 +22,11 @@ use nix::time::{ClockId, clock_gettime};
 
 /// Calls per measurement.
 const ITERS: u32 = 100_000;
-/// Calls per measurement on the deny path. Each denial puts a ~240-byte event in the enforcer's
-/// 1 MiB ring buffer and nothing drains it here: all rounds together (plus the checks) must stay
-/// below full, or later denials would take the drop path and measure something else.
-const DENY_ITERS: u32 = 1_400;
+/// Calls per measurement on the deny path. Each denial puts a 440-byte record (432 + header) in
+/// the enforcer's 1 MiB ring buffer (room for ~2380) and nothing drains it in the no-wakeup
+/// configs: all rounds together (plus the checks) must stay below full, or later denials would
+/// take the drop path and measure something else.
+const DENY_ITERS: u32 = 1_000;
 const ROUNDS: u32 = 2;
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -115,7 +116,25 @@ fn hooks() -> Result<()> {
     bench("outside-d6", ITERS, Want::Success, settime)?;
     bench("getpid-enforcer", ITERS, Want::Success, getpid)?;
     join(POLICY)?;
+    // The deny path under each event mode: no event, an event without wakeup (the default),
+    // an event with a wakeup each. The first two run with no consumer: both rounds' events fit in
+    // the ring buffer, and without a wakeup the consumer is off the producer's path by design.
+    // The wakeup mode needs a consumer to wake; its work runs on the one CPU and counts too,
+    // timer ticks included, so its rounds vary.
+    enforcer(&["bench-events", "none"])?;
+    bench("denied-no-event", DENY_ITERS, Want::Eperm, settime)?;
+    enforcer(&["bench-events", "normal"])?;
     bench("denied", DENY_ITERS, Want::Eperm, settime)?;
+    let mut consumer = Command::new(enforcer_bin())
+        .args(["tail", "--json"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("start a consumer")?;
+    enforcer(&["bench-events", "wakeup-each"])?;
+    bench("denied-wakeup", DENY_ITERS, Want::Eperm, settime)?;
+    enforcer(&["bench-events", "normal"])?;
+    let _ = consumer.kill();
+    let _ = consumer.wait();
 
     join(CGROUP_ROOT)?;
     enforcer(&["reset"])?;
@@ -197,9 +216,13 @@ fn join(dir: &str) -> Result<()> {
     .with_context(|| format!("cannot move into {dir}"))
 }
 
+fn enforcer_bin() -> String {
+    env::var("ENFORCER_BIN").unwrap_or_else(|_| "/bin/enforcer".into())
+}
+
 /// Runs the enforcer CLI (`$ENFORCER_BIN`) and returns its stdout; fails unless it exits 0.
 fn enforcer(args: &[&str]) -> Result<String> {
-    let bin = env::var("ENFORCER_BIN").unwrap_or_else(|_| "/bin/enforcer".into());
+    let bin = enforcer_bin();
     let out = Command::new(&bin)
         .args(args)
         .output()

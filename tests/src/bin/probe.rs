@@ -161,27 +161,20 @@ fn adjtimex_read() -> Outcome {
     check(unsafe { libc::syscall(libc::SYS_adjtimex, &mut tx) })
 }
 
-/// settimeofday(NULL, NULL) `count` times: passes the clock checks, changes nothing. Returns how
-/// many were refused; a kill ends the process instead.
-fn settime_loop(count: i64) -> Outcome {
-    let mut refused = 0;
-    for _ in 0..count {
-        // SAFETY: NULL arguments are valid for the settimeofday system call.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_settimeofday,
-                ptr::null::<c_void>(),
-                ptr::null::<c_void>(),
-            )
-        };
-        if ret != 0 {
-            refused += 1;
-        }
-    }
-    Ok(refused)
+/// settimeofday(NULL, NULL): passes the clock checks, changes nothing. True when refused.
+fn settime_null_refused() -> bool {
+    // SAFETY: NULL arguments are valid for the settimeofday system call (glibc's wrapper is not).
+    let null = ptr::null::<c_void>();
+    unsafe { libc::syscall(libc::SYS_settimeofday, null, null) != 0 }
 }
 
-/// settimeofday(NULL, NULL) until `stop` exists; returns (calls, refused).
+/// [`settime_null_refused`] `count` times; returns how many were refused (a kill ends the
+/// process instead).
+fn settime_loop(count: i64) -> Outcome {
+    Ok((0..count).filter(|_| settime_null_refused()).count() as i64)
+}
+
+/// [`settime_null_refused`] until `stop` exists; returns (calls, refused).
 fn settime_until(stop: &str) -> (u64, u64) {
     let (mut calls, mut refused) = (0u64, 0u64);
     loop {
@@ -189,17 +182,7 @@ fn settime_until(stop: &str) -> (u64, u64) {
             return (calls, refused);
         }
         calls += 1;
-        // SAFETY: NULL arguments are valid for the settimeofday system call.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_settimeofday,
-                ptr::null::<c_void>(),
-                ptr::null::<c_void>(),
-            )
-        };
-        if ret != 0 {
-            refused += 1;
-        }
+        refused += u64::from(settime_null_refused());
     }
 }
 

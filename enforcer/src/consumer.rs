@@ -1,0 +1,100 @@
+//! The ring-buffer consumer shared by `enforcer tail` (when no daemon runs) and `enforcer daemon`.
+//!
+//! The BPF programs submit events without waking the reader (`BPF_RB_NO_WAKEUP`: a deny storm must
+//! not pay for a wakeup per call), so the ring buffer is drained on a short timer as well as on
+//! readiness. Events the kernel could not submit (ring buffer full) are counted in a per-CPU array;
+//! its growth since the last report is handed on as a drop report on every tick, never hidden.
+use std::{io, time::Duration};
+
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use enforcer_common::Event;
+use tokio::io::{Interest, unix::AsyncFd};
+
+use crate::{events, loader::EventMaps};
+
+/// How often the ring buffer is drained (and drops are read) without a wakeup.
+pub const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Where a [`Consumer`] hands what it reads.
+pub trait Sink {
+    type Error: From<io::Error>;
+    /// One decoded event.
+    fn event(&mut self, event: &Event) -> Result<(), Self::Error>;
+    /// `count` events were lost since the last report because the ring buffer was full.
+    fn dropped(&mut self, count: u64) -> Result<(), Self::Error>;
+    /// After every drain; `tick` when the drain timer caused it (a place for periodic checks).
+    fn drained(&mut self, tick: bool) -> Result<(), Self::Error>;
+}
+
+/// The single reader of the pinned ring buffer.
+pub struct Consumer {
+    ring: AsyncFd<RingBuf<MapData>>,
+    dropped: PerCpuArray<MapData, u64>,
+    /// The drop counter's total when last reported: drops from before this consumer started are
+    /// not this consumer's to report.
+    reported_drops: u64,
+    ticker: tokio::time::Interval,
+}
+
+impl Consumer {
+    /// Starts consuming; must run inside a tokio runtime.
+    pub fn new(maps: EventMaps) -> io::Result<Self> {
+        // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, until it is dropped,
+        // which happens only when the AsyncFd that owns it is dropped.
+        let ring = unsafe { AsyncFd::register_with_interest(maps.events, Interest::READABLE) }?;
+        let reported_drops = total_dropped(&maps.dropped);
+        let mut ticker = tokio::time::interval(DRAIN_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Ok(Self {
+            ring,
+            dropped: maps.dropped,
+            reported_drops,
+            ticker,
+        })
+    }
+
+    /// Waits until the ring buffer is readable or the drain timer fires, then hands `sink` every
+    /// record waiting (and, on a tick, the drops since the last report). Cancel-safe: nothing is
+    /// read before the wait ends.
+    pub async fn next<S: Sink>(&mut self, sink: &mut S) -> Result<(), S::Error> {
+        tokio::select! {
+            guard = self.ring.readable_mut() => {
+                let mut guard = guard?;
+                // Edge-triggered: drain until empty before clearing readiness.
+                drain(guard.get_inner_mut(), sink)?;
+                guard.clear_ready();
+                sink.drained(false)
+            }
+            _ = self.ticker.tick() => self.drain_now(sink),
+        }
+    }
+
+    /// Hands `sink` every record waiting now and the drops since the last report (also used for a
+    /// last drain before shutting down).
+    pub fn drain_now<S: Sink>(&mut self, sink: &mut S) -> Result<(), S::Error> {
+        drain(self.ring.get_mut(), sink)?;
+        let now = total_dropped(&self.dropped);
+        if now > self.reported_drops {
+            sink.dropped(now - self.reported_drops)?;
+            self.reported_drops = now;
+        }
+        sink.drained(true)
+    }
+}
+
+fn drain<S: Sink>(ring: &mut RingBuf<MapData>, sink: &mut S) -> Result<(), S::Error> {
+    while let Some(item) = ring.next() {
+        match events::decode(&item) {
+            Ok(event) => sink.event(&event)?,
+            Err(err) => eprintln!("enforcer: skipped an event: {err}"),
+        }
+    }
+    Ok(())
+}
+
+fn total_dropped(dropped: &PerCpuArray<MapData, u64>) -> u64 {
+    dropped
+        .get(&0, 0)
+        .map(|per_cpu| per_cpu.iter().sum())
+        .unwrap_or(0)
+}

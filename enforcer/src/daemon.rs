@@ -1,0 +1,299 @@
+//! `enforcer daemon`'s files and its event stream's wire format, shared by the daemon
+//! (`cmd::daemon`) and its readers (`enforcer tail`).
+//!
+//! The stream is a Unix stream socket at [`SOCKET`] (mode 0600 in a 0700 directory: root only).
+//! The daemon first writes one line, `enforcer-events <ABI_VERSION>\n`, then frames, each a kind
+//! byte and a payload of a size fixed by the kind:
+//!
+//! | kind | payload |
+//! |---|---|
+//! | `E` | one `enforcer_common::Event`, its raw bytes as the kernel wrote them |
+//! | `D` | `u64`: events lost since the last such frame because the ring buffer was full |
+//! | `L` | `u64`: events this reader missed because it read too slowly (its queue overflowed) |
+//!
+//! Integers are in the host's byte order: the stream never leaves the machine. A reader sends
+//! nothing; closing its end unsubscribes it.
+pub mod metrics;
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{self, Read, Seek, Write},
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
+    path::Path,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, anyhow};
+use bytes::{Buf, BytesMut};
+use enforcer_common::{ABI_VERSION, Event};
+use nix::{
+    errno::Errno,
+    fcntl::{Flock, FlockArg},
+};
+use tokio::{io::AsyncReadExt, net::UnixStream};
+
+use crate::{ExitError, events, loader::LoaderError};
+
+/// The daemon's directory (mode 0700).
+pub const RUN_DIR: &str = "/run/enforcer";
+/// The event stream.
+pub const SOCKET: &str = "/run/enforcer/events.sock";
+/// Held (flock) by the running daemon; holds its pid.
+pub const LOCK: &str = "/run/enforcer/daemon.lock";
+
+const KIND_EVENT: u8 = b'E';
+const KIND_DROPPED: u8 = b'D';
+const KIND_LAGGED: u8 = b'L';
+const EVENT_SIZE: usize = size_of::<Event>();
+const COUNT_SIZE: usize = size_of::<u64>();
+
+/// The first line of the stream.
+pub fn greeting() -> String {
+    format!("enforcer-events {ABI_VERSION}\n")
+}
+
+/// One unit of the event stream.
+// Nearly every frame is an event, so boxing it would add an allocation per event and save nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Copy, Debug)]
+pub enum Frame {
+    Event(Event),
+    /// Lost by the kernel: the ring buffer was full.
+    Dropped(u64),
+    /// Lost by this reader: it fell behind the daemon.
+    Lagged(u64),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProtocolError {
+    #[error("the daemon sent a frame of unknown kind {0:#04x}")]
+    UnknownKind(u8),
+    #[error("the daemon sent an unreadable event: {0}")]
+    Event(#[from] events::DecodeError),
+}
+
+impl Frame {
+    /// Appends the frame's bytes to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Self::Event(event) => {
+                out.push(KIND_EVENT);
+                // SAFETY: `Event` is plain old data (integers only, explicit padding fields), so
+                // all of its `size_of::<Event>()` bytes are initialised.
+                let bytes = unsafe {
+                    std::slice::from_raw_parts((event as *const Event).cast::<u8>(), EVENT_SIZE)
+                };
+                out.extend_from_slice(bytes);
+            }
+            Self::Dropped(count) => {
+                out.push(KIND_DROPPED);
+                out.extend_from_slice(&count.to_ne_bytes());
+            }
+            Self::Lagged(count) => {
+                out.push(KIND_LAGGED);
+                out.extend_from_slice(&count.to_ne_bytes());
+            }
+        }
+    }
+
+    /// Takes one whole frame off the front of `buf`; `None` until a whole frame is there.
+    pub fn decode(buf: &mut BytesMut) -> Result<Option<Self>, ProtocolError> {
+        let Some(&kind) = buf.first() else {
+            return Ok(None);
+        };
+        let size = match kind {
+            KIND_EVENT => EVENT_SIZE,
+            KIND_DROPPED | KIND_LAGGED => COUNT_SIZE,
+            other => return Err(ProtocolError::UnknownKind(other)),
+        };
+        if buf.len() < 1 + size {
+            return Ok(None);
+        }
+        buf.advance(1);
+        let payload = buf.split_to(size);
+        let count = || u64::from_ne_bytes(payload[..COUNT_SIZE].try_into().expect("8 bytes"));
+        Ok(Some(match kind {
+            KIND_EVENT => Self::Event(events::decode(&payload)?),
+            KIND_DROPPED => Self::Dropped(count()),
+            _ => Self::Lagged(count()),
+        }))
+    }
+}
+
+/// Creates [`RUN_DIR`] (mode 0700), or makes an existing one 0700.
+pub fn create_run_dir() -> Result<()> {
+    match fs::DirBuilder::new().mode(0o700).create(RUN_DIR) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+            fs::set_permissions(RUN_DIR, fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("cannot make {RUN_DIR} private"))
+        }
+        Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {
+            Err(LoaderError::NotPrivileged.into())
+        }
+        Err(err) => Err(err).with_context(|| format!("cannot create {RUN_DIR}")),
+    }
+}
+
+/// Proof that this process is the one running daemon; released when dropped (or when the process
+/// dies, however it dies).
+pub struct InstanceLock(#[allow(dead_code)] Flock<File>);
+
+/// Takes the daemon lock without waiting: a second daemon gets an [`ExitError`] (already running)
+/// and changes nothing.
+pub fn lock_instance() -> Result<InstanceLock> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(LoaderError::NotPrivileged.into());
+    }
+    create_run_dir()?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .open(LOCK)
+        .with_context(|| format!("cannot open {LOCK}"))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(mut lock) => {
+            // The pid is for the message a second daemon prints; the lock itself is the flock.
+            lock.set_len(0)
+                .and_then(|()| lock.rewind())
+                .and_then(|()| writeln!(lock, "{}", std::process::id()))
+                .with_context(|| format!("cannot write {LOCK}"))?;
+            Ok(InstanceLock(lock))
+        }
+        Err((mut file, Errno::EWOULDBLOCK)) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let pid = match pid.trim() {
+                "" => String::new(),
+                pid => format!(" (pid {pid})"),
+            };
+            Err(ExitError::already_running(format!(
+                "an enforcer daemon is already running{pid}, holding {LOCK}; read its events with `enforcer tail`, or stop it first"
+            ))
+            .into())
+        }
+        Err((_, errno)) => Err(anyhow!("cannot lock {LOCK}: {errno}")),
+    }
+}
+
+/// How long a daemon may take to greet a new reader.
+const GREETING_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connects to the running daemon's event stream and reads its greeting. `None` when no daemon
+/// accepts (no socket, a stale one, or no permission: the caller then reads the ring buffer itself,
+/// which reports a missing privilege in its own words).
+pub async fn connect() -> Result<Option<UnixStream>> {
+    if !Path::new(SOCKET).exists() {
+        return Ok(None);
+    }
+    let mut stream = match UnixStream::connect(SOCKET).await {
+        Ok(stream) => stream,
+        Err(_) => return Ok(None),
+    };
+    let expected = greeting();
+    let mut line = Vec::new();
+    let read = async {
+        // Byte by byte, so nothing after the line is consumed here.
+        while line.last() != Some(&b'\n') && line.len() < 64 {
+            let mut byte = [0u8; 1];
+            if stream.read(&mut byte).await? == 0 {
+                break;
+            }
+            line.push(byte[0]);
+        }
+        io::Result::Ok(())
+    };
+    match tokio::time::timeout(GREETING_TIMEOUT, read).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => return Err(err).context(format!("cannot read from {SOCKET}")),
+        Err(_) => anyhow::bail!(
+            "the enforcer daemon at {SOCKET} did not answer within {GREETING_TIMEOUT:?}; check it is healthy (its stderr), or stop it to read the ring buffer directly"
+        ),
+    }
+    if line != expected.as_bytes() {
+        anyhow::bail!(
+            "the enforcer daemon at {SOCKET} speaks {:?}, this enforcer reads {:?}; run the enforcer binary of the same version as the daemon",
+            String::from_utf8_lossy(&line).trim_end(),
+            expected.trim_end()
+        );
+    }
+    Ok(Some(stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Event {
+        Event {
+            version: enforcer_common::EVENT_VERSION,
+            op: 2,
+            hook: 0,
+            action: 2,
+            _pad0: [0; 3],
+            errno: 1,
+            pid: 4242,
+            tid: 4243,
+            uid: 0,
+            gid: 0,
+            _pad1: 0,
+            ktime_ns: 123,
+            cgroup_id: 77,
+            policy_cgroup_id: 77,
+            comm: *b"probe\0\0\0\0\0\0\0\0\0\0\0",
+            syscall: 164,
+            args: [1, 2, 3, 4, 5, 6],
+            hook_arg: 25,
+            requested_sec: -1,
+            strings: [[0; enforcer_common::EVENT_STR_LEN]; 3],
+        }
+    }
+
+    #[test]
+    fn frames_round_trip_whole_and_in_pieces() {
+        let mut wire = Vec::new();
+        Frame::Event(sample()).encode(&mut wire);
+        Frame::Dropped(5).encode(&mut wire);
+        Frame::Lagged(7).encode(&mut wire);
+        assert_eq!(wire.len(), 1 + EVENT_SIZE + 2 * (1 + 8));
+
+        // Fed one byte at a time, each frame comes out once it is whole, and only then.
+        let mut buf = BytesMut::new();
+        let mut frames = Vec::new();
+        for byte in wire {
+            buf.extend_from_slice(&[byte]);
+            while let Some(frame) = Frame::decode(&mut buf).unwrap() {
+                frames.push(frame);
+            }
+        }
+        assert!(buf.is_empty());
+        assert_eq!(frames.len(), 3);
+        match frames[0] {
+            Frame::Event(event) => {
+                assert_eq!(event.pid, 4242);
+                assert_eq!(event.cgroup_id, 77);
+                assert_eq!(&event.comm[..5], b"probe");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(frames[1], Frame::Dropped(5)));
+        assert!(matches!(frames[2], Frame::Lagged(7)));
+    }
+
+    #[test]
+    fn unknown_frames_are_refused() {
+        let mut buf = BytesMut::from(&b"X12345678"[..]);
+        assert_eq!(
+            Frame::decode(&mut buf).unwrap_err(),
+            ProtocolError::UnknownKind(b'X')
+        );
+    }
+
+    #[test]
+    fn the_greeting_names_the_abi() {
+        assert_eq!(greeting(), format!("enforcer-events {ABI_VERSION}\n"));
+    }
+}
