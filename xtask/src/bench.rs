@@ -27,6 +27,9 @@ pub enum Bench {
     /// Configs: nothing loaded, a one-rule seccomp filter, an empty BPF LSM program on settime
     /// and on capable, enforcer with the caller outside its policy (depth 1 and 6) and inside.
     Hooks(HooksArgs),
+    /// Events delivered per second to a consumer (real time, no icount), unpaced and paced,
+    /// with drops: the rate a consumer keeps up with.
+    Events(HooksArgs),
 }
 
 #[derive(Args)]
@@ -70,7 +73,10 @@ const AGREE: f64 = 0.01;
 const LABEL_WIDTH: usize = 52;
 
 pub fn run(bench: Bench) -> Result<ExitCode> {
-    let Bench::Hooks(args) = bench;
+    let (args, events) = match bench {
+        Bench::Hooks(args) => (args, false),
+        Bench::Events(args) => (args, true),
+    };
     let mut series = Series::ALL.to_vec();
     if !args.kernels.is_empty() {
         series.retain(|s| args.kernels.contains(s));
@@ -80,13 +86,75 @@ pub fn run(bench: Bench) -> Result<ExitCode> {
     let initrd = crate::prepare_vm("bench")?;
     let mut ok = true;
     for s in series {
-        ok &= hooks(&kernels::resolve(s)?, &initrd, &args)?;
+        let kernel = kernels::resolve(s)?;
+        ok &= if events {
+            events_rate(&kernel, &initrd, &args)?
+        } else {
+            hooks(&kernel, &initrd, &args)?
+        };
     }
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Runs the real-time event-rate bench on one kernel and prints its table.
+fn events_rate(kernel: &Kernel, initrd: &Path, args: &HooksArgs) -> Result<bool> {
+    let label = kernel.label();
+    println!();
+    println!("== kernel {} ({})", kernel.release, kernel.package);
+    let mut spec = VmSpec::new(kernel, initrd, "bench");
+    spec.cmdline_extra.push("enforcer.bench=events-rate".into());
+    spec.timeout = Duration::from_secs(args.timeout);
+    if !args.verbose {
+        spec.cmdline_extra.push("quiet".into());
+    }
+    let mut rows = Vec::new();
+    let outcome = vm::run(&spec, &mut |line| {
+        if vm::marker_value(line, vm::BOOTED_MARKER).is_some() {
+            rows.clear();
+        }
+        if args.verbose || line.starts_with("bench: ") {
+            println!("[{label}] {line}");
+        }
+        if let Some(rest) = line.strip_prefix("RATE ") {
+            rows.push(
+                rest.split_whitespace()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>(),
+            );
+        }
+    })?;
+    println!(
+        "events to `enforcer tail --json` (real time under TCG, 2 vCPUs; compare rows, not machines)"
+    );
+    println!(
+        "{:<10} {:>12} {:>12} {:>10} {:>10} {:>10}",
+        "producer", "target/s", "offered/s", "received", "dropped", "attempts"
+    );
+    for row in &rows {
+        if let [mode, target, offered, received, dropped, attempts] = row.as_slice() {
+            let target = if target == "0" { "-" } else { target.as_str() };
+            println!(
+                "{mode:<10} {target:>12} {offered:>12} {received:>10} {dropped:>10} {attempts:>10}"
+            );
+        }
+    }
+    let complete = rows.iter().all(|row| {
+        let n = |i: usize| row.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        n(3) + n(4) == n(5)
+    });
+    println!(
+        "received + dropped == attempts in every row: {}",
+        if complete { "yes" } else { "NO" }
+    );
+    if let Some(reason) = outcome.failure_reason() {
+        println!("[{label}] bench failed: {reason}");
+        return Ok(false);
+    }
+    Ok(complete && !rows.is_empty())
 }
 
 /// Runs the hooks bench on one kernel and prints its table; false when the run failed or its

@@ -63,8 +63,9 @@ fn settime() -> c_long {
 fn main() -> ExitCode {
     let result = match env::args().nth(1).as_deref() {
         Some("hooks") => hooks(),
+        Some("events-rate") => events_rate(),
         Some("seccomp-child") => seccomp_child(),
-        _ => Err(anyhow::anyhow!("usage: bench hooks")),
+        _ => Err(anyhow::anyhow!("usage: bench hooks|events-rate")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -137,6 +138,88 @@ fn hooks() -> Result<()> {
     let _ = consumer.wait();
 
     join(CGROUP_ROOT)?;
+    enforcer(&["reset"])?;
+    Ok(())
+}
+
+/// Guest side of `cargo xtask bench events`, in real time (no icount; wall time is TCG's, so the
+/// numbers are for comparing modes on one machine, not for sizing hardware). Denials are produced
+/// by this process in a policy cgroup as fast as it can, then paced at lower rates; a consumer
+/// (`enforcer tail --json`, whose output this process reads and throws away, as /dev/null would)
+/// reports what it received and what was dropped. Prints
+/// `RATE <label> <target/s or 0> <offered/s> <received> <dropped> <attempts>`.
+fn events_rate() -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Instant;
+
+    thread::sleep(Duration::from_secs(2));
+    const RATE_CGROUP: &str = "/sys/fs/cgroup/bench-rate";
+    /// Unpaced: this many; paced: four seconds' worth, so the ring buffer (~2,400 events) cannot
+    /// hide a consumer that falls behind.
+    const UNPACED_ATTEMPTS: u64 = 100_000;
+    fs::create_dir_all(RATE_CGROUP)?;
+    enforcer(&["attach", "--cgroup", RATE_CGROUP, "--deny", "settime"])?;
+
+    for target in [0u64, 100_000, 50_000, 20_000, 10_000, 5_000] {
+        let attempts = if target == 0 {
+            UNPACED_ATTEMPTS
+        } else {
+            target * 4
+        };
+        let mut tail = Command::new(enforcer_bin())
+            .args(["tail", "--json", "--cgroup", RATE_CGROUP])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("start tail")?;
+        let received = Arc::new(AtomicU64::new(0));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let (r, d) = (Arc::clone(&received), Arc::clone(&dropped));
+        let stdout = tail.stdout.take().context("tail stdout")?;
+        let reader = thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("\"dropped\":").nth(1) {
+                    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                    d.fetch_add(digits.parse().unwrap_or(0), Ordering::Relaxed);
+                } else {
+                    r.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        thread::sleep(Duration::from_millis(500));
+        join(RATE_CGROUP)?;
+        let start = Instant::now();
+        for i in 0..attempts {
+            ensure!(
+                settime() == -1,
+                "a call in the policy cgroup was not refused"
+            );
+            if target > 0 && i % 100 == 99 {
+                // Pace: sleep until the time the next batch is due.
+                let due = Duration::from_secs_f64((i + 1) as f64 / target as f64);
+                if let Some(wait) = due.checked_sub(start.elapsed()) {
+                    thread::sleep(wait);
+                }
+            }
+        }
+        let offered = attempts as f64 / start.elapsed().as_secs_f64();
+        join(CGROUP_ROOT)?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let total = || received.load(Ordering::Relaxed) + dropped.load(Ordering::Relaxed);
+        while total() < attempts && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(100));
+        }
+        let _ = tail.kill();
+        let _ = tail.wait();
+        let _ = reader.join();
+        println!(
+            "RATE {} {target} {offered:.0} {} {} {attempts}",
+            if target == 0 { "unpaced" } else { "paced" },
+            received.load(Ordering::Relaxed),
+            dropped.load(Ordering::Relaxed)
+        );
+    }
     enforcer(&["reset"])?;
     Ok(())
 }
