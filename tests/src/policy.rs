@@ -173,8 +173,21 @@ fn bad_input_changes_nothing() {
     let cgroup = Cgroup::new("bad-input");
     enforcer_ok(&["attach", "--cgroup", cgroup.arg(), "--deny", "settime"]);
     let before = enforcer_ok(&["list", "--json"]);
+    // A regular file, and a directory of a cgroup v1 hierarchy (a named one, no controllers).
+    fs::write("/tmp/not-a-cgroup", "").expect("file");
+    fs::create_dir_all("/tmp/v1").expect("mkdir");
+    nix::mount::mount(
+        Some("cgroup"),
+        "/tmp/v1",
+        Some("cgroup"),
+        nix::mount::MsFlags::empty(),
+        Some("none,name=enforcertest"),
+    )
+    .expect("mount a cgroup v1 hierarchy");
+    fs::create_dir_all("/tmp/v1/pod").expect("mkdir in v1");
+    let v1 = V1Unmount;
 
-    let cases: [(&[&str], i32); 6] = [
+    let cases: [(&[&str], i32); 9] = [
         (&["attach", "--cgroup", cgroup.arg(), "--deny", "fly"], 3),
         (
             &[
@@ -195,6 +208,21 @@ fn bad_input_changes_nothing() {
         ),
         (&["attach", "--cgroup", "/proc", "--deny", "settime"], 4),
         (&["attach", "--cgroup", "999999999", "--deny", "settime"], 4),
+        (
+            &[
+                "attach",
+                "--cgroup",
+                "/tmp/not-a-cgroup",
+                "--deny",
+                "settime",
+            ],
+            4,
+        ),
+        (
+            &["attach", "--cgroup", "/tmp/v1/pod", "--deny", "settime"],
+            4,
+        ),
+        (&["detach", "--cgroup", "/sys/fs/cgroup"], 7),
     ];
     for (args, code) in cases {
         let run = enforcer(args);
@@ -206,4 +234,15 @@ fn bad_input_changes_nothing() {
         probe(Some(&cgroup), &["settimeofday", TARGET]).errno(),
         EPERM
     );
+    drop(v1);
+}
+
+/// Unmounts the test's cgroup v1 hierarchy.
+struct V1Unmount;
+
+impl Drop for V1Unmount {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir("/tmp/v1/pod");
+        let _ = nix::mount::umount("/tmp/v1");
+    }
 }
