@@ -7,16 +7,16 @@ use aya_ebpf::programs::LsmContext;
 use aya_ebpf::{
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, pt_regs},
     helpers::{
-        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
-        bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_get_current_uid_gid,
-        bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_str_bytes, bpf_send_signal,
-        generated::bpf_task_pt_regs,
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_pid_tgid,
+        bpf_get_current_task_btf, bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_user,
+        bpf_probe_read_user_str_bytes, bpf_send_signal,
+        generated::{self, bpf_task_pt_regs},
     },
 };
 use aya_log_ebpf::info;
 use enforcer_common::{
-    Action, EVENT_STR_LEN, EVENT_VERSION, Event, Hook, LEVEL_UNUSED, MAX_POLICY_LEVELS, Operation,
-    Policy, config, string_slot, syscalls,
+    Action, COMM_LEN, EVENT_STR_LEN, EVENT_VERSION, Event, Hook, LEVEL_UNUSED, MAX_POLICY_LEVELS,
+    Operation, Policy, config, string_slot, syscalls,
 };
 
 use crate::maps::{CONFIG, COUNTERS, DROPPED, EVENTS, POLICIES, POLICY_INDEX};
@@ -237,7 +237,10 @@ fn emit(
     event.ktime_ns = unsafe { bpf_ktime_get_ns() };
     event.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     event.policy_cgroup_id = decision.policy_cgroup_id;
-    event.comm = bpf_get_current_comm().unwrap_or_default();
+    // Straight into the record: the safe wrapper builds the name on the stack and copies it byte
+    // by byte. On failure the helper zeroes the buffer itself.
+    // SAFETY: `comm` is COMM_LEN writable bytes of our reservation.
+    unsafe { generated::bpf_get_current_comm(event.comm.as_mut_ptr().cast(), COMM_LEN as u32) };
     event.syscall = syscall.nr;
     event.args = syscall.args;
     event.hook_arg = hook_arg;
