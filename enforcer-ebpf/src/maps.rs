@@ -28,3 +28,9 @@ pub static DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// Index 0: run-time switches (debug logs; bench-only event modes).
 #[map(name = "CONFIG")]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Index 0: which build's programs are attached (a hash of the BPF object they were loaded from),
+/// written by user space after the last link is pinned. No program reads it: it lets a newer
+/// build notice that the pinned programs are not its own and replace them.
+#[map(name = "BUILD")]
+pub static BUILD: Array<u64> = Array::with_max_entries(1, 0);

@@ -15,6 +15,11 @@ use crate::{events, loader::EventMaps};
 /// How often the ring buffer is drained (and drops are read) without a wakeup.
 pub const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
 
+/// Records handed on per drain before the consumer yields to the rest of its runtime, so that a
+/// deny storm that refills the ring buffer as fast as it is read cannot starve signal handling,
+/// readers or the control socket. What is left is read on the next turn.
+const DRAIN_BATCH: usize = 4096;
+
 /// Where a [`Consumer`] hands what it reads.
 pub trait Sink {
     type Error: From<io::Error>;
@@ -57,39 +62,51 @@ impl Consumer {
     /// record waiting (and, on a tick, the drops since the last report). Cancel-safe: nothing is
     /// read before the wait ends.
     pub async fn next<S: Sink>(&mut self, sink: &mut S) -> Result<(), S::Error> {
-        tokio::select! {
+        let more = tokio::select! {
             guard = self.ring.readable_mut() => {
                 let mut guard = guard?;
-                // Edge-triggered: drain until empty before clearing readiness.
-                drain(guard.get_inner_mut(), sink)?;
-                guard.clear_ready();
-                sink.drained(false)
+                let more = drain(guard.get_inner_mut(), sink)?;
+                // Edge-triggered: readiness is cleared only once the buffer is empty.
+                if !more {
+                    guard.clear_ready();
+                }
+                sink.drained(false)?;
+                more
             }
-            _ = self.ticker.tick() => self.drain_now(sink),
+            _ = self.ticker.tick() => self.drain_now(sink)?,
+        };
+        if more {
+            tokio::task::yield_now().await;
         }
+        Ok(())
     }
 
-    /// Hands `sink` every record waiting now and the drops since the last report (also used for a
-    /// last drain before shutting down).
-    pub fn drain_now<S: Sink>(&mut self, sink: &mut S) -> Result<(), S::Error> {
-        drain(self.ring.get_mut(), sink)?;
+    /// Hands `sink` up to a batch of the records waiting now and the drops since the last report
+    /// (also used for a last drain before shutting down). True when records are left.
+    pub fn drain_now<S: Sink>(&mut self, sink: &mut S) -> Result<bool, S::Error> {
+        let more = drain(self.ring.get_mut(), sink)?;
         let now = total_dropped(&self.dropped);
         if now > self.reported_drops {
             sink.dropped(now - self.reported_drops)?;
             self.reported_drops = now;
         }
-        sink.drained(true)
+        sink.drained(true)?;
+        Ok(more)
     }
 }
 
-fn drain<S: Sink>(ring: &mut RingBuf<MapData>, sink: &mut S) -> Result<(), S::Error> {
-    while let Some(item) = ring.next() {
+/// Hands on at most [`DRAIN_BATCH`] records; true when the batch filled (records may be left).
+fn drain<S: Sink>(ring: &mut RingBuf<MapData>, sink: &mut S) -> Result<bool, S::Error> {
+    for _ in 0..DRAIN_BATCH {
+        let Some(item) = ring.next() else {
+            return Ok(false);
+        };
         match events::decode(&item) {
             Ok(event) => sink.event(&event)?,
             Err(err) => eprintln!("enforcer: skipped an event: {err}"),
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 fn total_dropped(dropped: &PerCpuArray<MapData, u64>) -> u64 {

@@ -13,6 +13,7 @@
 //!
 //! Integers are in the host's byte order: the stream never leaves the machine. A reader sends
 //! nothing; closing its end unsubscribes it.
+pub mod control;
 pub mod metrics;
 
 use std::{

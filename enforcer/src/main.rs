@@ -7,7 +7,7 @@ mod events;
 mod loader;
 mod policy;
 
-use std::process::ExitCode;
+use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
@@ -16,6 +16,14 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// VM tests only: load the BPF programs from this object file instead of the embedded one,
+    /// acting as another build (upgrade tests).
+    #[arg(long, global = true, hide = true, value_name = "FILE")]
+    bpf_object: Option<PathBuf>,
+    /// VM tests only: act as the next map layout (pins under its directory), so that this
+    /// build's real layout is an older one to migrate (upgrade tests).
+    #[arg(long, global = true, hide = true, value_name = "N")]
+    test_layout: Option<u32>,
 }
 
 #[derive(Subcommand)]
@@ -142,6 +150,10 @@ fn exit_code(err: &anyhow::Error) -> Exit {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(err) = test_overrides(cli.bpf_object.as_deref(), cli.test_layout) {
+        eprintln!("enforcer: {err}");
+        return ExitCode::from(Exit::Failure as u8);
+    }
     let result = match cli.command {
         Command::Attach(args) => cmd::attach::run(args),
         Command::Detach(args) => cmd::detach::run(args),
@@ -168,6 +180,20 @@ fn main() -> ExitCode {
             ExitCode::from(exit_code(&err) as u8)
         }
     }
+}
+
+/// The hidden test options (see [`Cli`]).
+fn test_overrides(
+    object: Option<&std::path::Path>,
+    layout: Option<u32>,
+) -> Result<(), loader::LoaderError> {
+    if let Some(path) = object {
+        loader::use_object_file(path)?;
+    }
+    if let Some(version) = layout {
+        loader::pretend_layout(version)?;
+    }
+    Ok(())
 }
 
 fn reset() -> anyhow::Result<()> {

@@ -90,15 +90,15 @@ fn signal(child: &Child, signal: nix::sys::signal::Signal) {
 }
 
 /// A running `enforcer daemon`; stopped (SIGTERM, then SIGKILL) when dropped.
-struct Daemon {
-    child: Child,
+pub(crate) struct Daemon {
+    pub(crate) child: Child,
     stdout: Lines,
     stderr: Lines,
 }
 
 impl Daemon {
     /// Starts a daemon and waits for its "running" line.
-    fn start(extra: &[&str]) -> Self {
+    pub(crate) fn start(extra: &[&str]) -> Self {
         let mut child = Command::new(enforcer_bin())
             .arg("daemon")
             .args(extra)
@@ -124,21 +124,21 @@ impl Daemon {
         daemon
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().expect("stderr").join("\n")
     }
 
     /// JSON lines the daemon wrote to stdout.
-    fn events(&self) -> Vec<Value> {
+    pub(crate) fn events(&self) -> Vec<Value> {
         parsed(&self.stdout)
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         signal(&self.child, nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.wait();
     }
 
-    fn terminate(&mut self) -> ExitStatus {
+    pub(crate) fn terminate(&mut self) -> ExitStatus {
         signal(&self.child, nix::sys::signal::Signal::SIGTERM);
         wait_exit(&mut self.child, TIMEOUT).expect("the daemon ignored SIGTERM")
     }

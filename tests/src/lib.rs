@@ -8,8 +8,10 @@
 
 mod apply;
 mod check;
+mod control;
 mod daemon;
 mod events;
 mod harness;
 mod matrix;
 mod policy;
+mod upgrade;

@@ -12,6 +12,10 @@ use serde_json::Value;
 use crate::{cmd, toolchain, workspace_root};
 
 const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
+/// The second BPF object of the upgrade tests, in the guest.
+pub const NEXT_BPF_GUEST_PATH: &str = "lib/enforcer-next.bpf.o";
+/// The `enforcer-ebpf` feature that makes it differ from the default build in one program.
+const VARIANT_FEATURE: &str = "upgrade-test-variant";
 
 /// The binaries the VM runs.
 #[derive(Clone, Debug)]
@@ -22,22 +26,31 @@ pub struct GuestBins {
     pub bench: PathBuf,
     /// The integration-tests libtest executable.
     pub vmtests: PathBuf,
+    /// A second BPF object whose `capable` program differs from the embedded one's (feature
+    /// `upgrade-test-variant`): the upgrade tests run it as another build through the hidden
+    /// `enforcer --bpf-object`.
+    pub bpf_next: Option<PathBuf>,
 }
 
 impl GuestBins {
     /// `(path in the guest, host file)` pairs for the initramfs.
-    pub fn initramfs_entries(&self) -> [(&'static str, &Path); 4] {
-        [
+    pub fn initramfs_entries(&self) -> Vec<(&'static str, &Path)> {
+        let mut entries: Vec<(&'static str, &Path)> = vec![
             ("bin/enforcer", &self.enforcer),
             ("bin/probe", &self.probe),
             ("bin/bench", &self.bench),
             ("bin/vmtests", &self.vmtests),
-        ]
+        ];
+        if let Some(object) = &self.bpf_next {
+            entries.push((NEXT_BPF_GUEST_PATH, object));
+        }
+        entries
     }
 }
 
 /// Builds the guest binaries, or takes them from `$ENFORCER_GUEST_BINS` (a directory holding
-/// `enforcer`, `probe`, `bench` and `vmtests`; for testing the harness itself).
+/// `enforcer`, `probe`, `bench` and `vmtests`, and optionally `enforcer-next.bpf.o`; for testing
+/// the harness itself).
 pub fn build() -> Result<GuestBins> {
     if let Some(dir) = env::var_os("ENFORCER_GUEST_BINS").filter(|d| !d.is_empty()) {
         let dir = PathBuf::from(dir);
@@ -50,6 +63,7 @@ pub fn build() -> Result<GuestBins> {
             probe: dir.join("probe"),
             bench: dir.join("bench"),
             vmtests: dir.join("vmtests"),
+            bpf_next: Some(dir.join("enforcer-next.bpf.o")).filter(|p| p.is_file()),
         });
     }
 
@@ -64,7 +78,7 @@ pub fn build() -> Result<GuestBins> {
             "--bin",
             "bench",
         ]);
-    let built = cargo_json(bins)?;
+    let (built, enforcer_out_dir) = cargo_json(bins)?;
     let exe = |name: &str| {
         built
             .iter()
@@ -81,16 +95,66 @@ pub fn build() -> Result<GuestBins> {
         .args(["test", "--release", "--no-run"])
         .args(["-p", "integration-tests", "--lib"]);
     let vmtests = cargo_json(tests)?
+        .0
         .into_iter()
         .find(|a| a.test)
         .map(|a| a.executable)
         .context("cargo built no integration-tests test executable")?;
+    let bpf_next = build_bpf_variant(enforcer_out_dir.as_deref())?;
     Ok(GuestBins {
         enforcer,
         probe,
         bench,
         vmtests,
+        bpf_next: Some(bpf_next),
     })
+}
+
+/// Builds the upgrade tests' second BPF object: `enforcer-ebpf` with the `upgrade-test-variant`
+/// feature, exactly as aya-build builds the embedded one (same toolchain, flags and target), in
+/// aya-build's own target directory under the guest `enforcer` build script's `OUT_DIR` when
+/// there is one. There only the final crate is compiled again (a few seconds): the core library
+/// and every dependency are shared, and cargo keeps both feature sets' artifacts, so neither
+/// build makes the other recompile. Copied out to `target/vm/enforcer-next.bpf.o`.
+fn build_bpf_variant(enforcer_out_dir: Option<&Path>) -> Result<PathBuf> {
+    // aya-build 0.2.0's layout and flags (see its `build_ebpf`); should they ever differ, the
+    // fallback directory still gives a correct object, only a slower first build.
+    let shared = enforcer_out_dir.map(|dir| dir.join("aya-build/target/enforcer-ebpf"));
+    let target_dir = shared
+        .filter(|dir| dir.is_dir())
+        .unwrap_or_else(|| workspace_root().join("target/bpf-variant"));
+    let mut c = Command::new("rustup");
+    c.args(["run", "nightly", "cargo", "build"])
+        .args(["--package", "enforcer-ebpf", "--bins", "--release"])
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+        .args(["--features", VARIANT_FEATURE])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .arg("--message-format=json-render-diagnostics")
+        .current_dir(workspace_root())
+        .env("PATH", toolchain::bpf_env()?)
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            "--cfg=bpf_target_arch=\"x86_64\"\x1f-Cdebuginfo=2\x1f-Clink-arg=--btf",
+        )
+        // The dependencies' build scripts rerun when HOST changes; aya-build's nested cargo
+        // inherits it from the enforcer build script, so set the same value here.
+        .env("HOST", host_triple()?)
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("RUSTFLAGS")
+        .stdout(Stdio::piped());
+    let (built, _) = run_json(c)?;
+    let object = built
+        .iter()
+        .find(|a| a.name == "enforcer")
+        .map(|a| a.executable.clone())
+        .context("cargo built no `enforcer` BPF object with the upgrade-test-variant feature")?;
+    let out = workspace_root().join("target/vm/enforcer-next.bpf.o");
+    std::fs::create_dir_all(out.parent().expect("has a parent"))?;
+    std::fs::copy(&object, &out)
+        .with_context(|| format!("cannot copy {} to {}", object.display(), out.display()))?;
+    Ok(out)
 }
 
 struct Artifact {
@@ -99,8 +163,19 @@ struct Artifact {
     executable: PathBuf,
 }
 
-/// Runs a cargo build for the guest target and returns the executables it reports.
-fn cargo_json(mut c: Command) -> Result<Vec<Artifact>> {
+/// The host's target triple, as cargo gives it to build scripts in `HOST`.
+fn host_triple() -> Result<String> {
+    let version = cmd::output(Command::new("rustc").arg("-vV"))?;
+    version
+        .lines()
+        .find_map(|line| line.strip_prefix("host: "))
+        .map(|host| host.trim().to_owned())
+        .context("`rustc -vV` names no host")
+}
+
+/// Runs a cargo build for the guest target and returns the executables it reports, and the
+/// `OUT_DIR` of the `enforcer` build script when it ran (or was fresh) in this build.
+fn cargo_json(mut c: Command) -> Result<(Vec<Artifact>, Option<PathBuf>)> {
     let target_dir = workspace_root().join("target/guest");
     c.args(["--target", GUEST_TARGET])
         .arg("--target-dir")
@@ -111,18 +186,32 @@ fn cargo_json(mut c: Command) -> Result<Vec<Artifact>> {
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .stdout(Stdio::piped());
+    run_json(c)
+}
+
+/// Runs a cargo build with `--message-format=json*` (stdout piped) and collects its executables
+/// and the `enforcer` build script's `OUT_DIR`.
+fn run_json(mut c: Command) -> Result<(Vec<Artifact>, Option<PathBuf>)> {
     let shown = cmd::display(&c);
     eprintln!("$ {shown}");
     let mut child = c
         .spawn()
         .with_context(|| format!("cannot start `{shown}`"))?;
     let mut artifacts = Vec::new();
+    let mut enforcer_out_dir = None;
     let stdout = std::io::BufReader::new(child.stdout.take().expect("piped"));
     for line in stdout.lines() {
         let msg: Value = match serde_json::from_str(&line?) {
             Ok(v) => v,
             Err(_) => continue,
         };
+        if msg["reason"] == "build-script-executed"
+            && msg["package_id"]
+                .as_str()
+                .is_some_and(|id| id.contains("/enforcer#"))
+        {
+            enforcer_out_dir = msg["out_dir"].as_str().map(PathBuf::from);
+        }
         if msg["reason"] != "compiler-artifact" {
             continue;
         }
@@ -142,5 +231,5 @@ fn cargo_json(mut c: Command) -> Result<Vec<Artifact>> {
     if !status.success() {
         bail!("guest build failed ({status}): see the compiler output above");
     }
-    Ok(artifacts)
+    Ok((artifacts, enforcer_out_dir))
 }

@@ -11,6 +11,7 @@ use enforcer_common::Policy;
 use crate::{
     cgroup::{self, PathCache},
     cmd::{attach, detach},
+    daemon::control,
     loader, policy,
 };
 
@@ -35,13 +36,59 @@ enum Change {
     Remove(Policy),
 }
 
+/// The validated file: per cgroup id, the cgroup and its compiled policy.
+pub type Desired = BTreeMap<u64, (cgroup::Cgroup, Policy)>;
+
+/// A policy change that `apply` made, for the daemon's log.
+pub enum Made {
+    Attached {
+        target: cgroup::Cgroup,
+        policy: Policy,
+        previous: Option<Policy>,
+    },
+    Detached {
+        id: u64,
+        path: String,
+        policy: Policy,
+    },
+}
+
 pub fn run(args: Args) -> Result<()> {
+    let desired = validate(&args)?;
+    // With a daemon up, it plans and makes the changes (and logs them).
+    if control::forward(&control::Request::Apply {
+        policies: desired
+            .values()
+            .map(|(target, policy)| control::Entry {
+                cgroup: target.into(),
+                policy: (*policy).into(),
+            })
+            .collect(),
+        dry_run: args.dry_run,
+        prune: args.prune,
+    })? {
+        return Ok(());
+    }
+    let mut out = String::new();
+    let result = execute(
+        &desired,
+        args.dry_run,
+        args.prune,
+        &mut out,
+        &mut Vec::new(),
+    );
+    print!("{out}");
+    result
+}
+
+/// Reads and checks the whole file; nothing is touched yet.
+pub fn validate(args: &Args) -> Result<Desired> {
     let shown = args.file.display().to_string();
     let text = std::fs::read_to_string(&args.file).map_err(|err| policy::PolicyError::File {
         file: shown.clone(),
         message: format!("cannot read it ({err})"),
     })?;
-    let mut desired: BTreeMap<u64, (cgroup::Cgroup, Policy)> = BTreeMap::new();
+    let mut desired = Desired::new();
     for entry in policy::parse_file(&shown, &text)? {
         let target = cgroup::resolve(&entry.cgroup)?;
         let compiled = policy::compile(&entry.borrowed(), target.level)?;
@@ -56,15 +103,28 @@ pub fn run(args: Args) -> Result<()> {
             .into());
         }
     }
+    Ok(desired)
+}
 
+/// Plans against the kernel's state under the state lock, writes the diff to `out`, and (unless
+/// `dry_run`) makes the changes, each added to `made` once done. The daemon runs this for a
+/// forwarded `apply`. On an error, `out` and `made` hold what was printed and changed before it.
+pub fn execute(
+    desired: &Desired,
+    dry_run: bool,
+    prune: bool,
+    out: &mut String,
+    made: &mut Vec<Made>,
+) -> Result<()> {
     let lock = loader::lock()?;
     let current: BTreeMap<u64, Policy> = match loader::open_policy_maps_existing() {
         Ok(maps) => maps.policies()?.into_iter().collect(),
         Err(loader::LoaderError::NotInstalled(_)) => BTreeMap::new(),
         Err(err) => return Err(err.into()),
     };
-    let plan = plan(&desired, &current, args.prune);
+    let plan = plan(desired, &current, prune);
     let mut paths = PathCache::default();
+    let mut shown_paths = BTreeMap::new();
     for (id, change) in &plan {
         let path = desired
             .get(id)
@@ -79,10 +139,12 @@ pub fn run(args: Args) -> Result<()> {
             Change::Keep(p) => format!("= {path} (id {id}): {}", policy::summary(p)),
             Change::Remove(p) => format!("- {path} (id {id}): {}", policy::summary(p)),
         };
-        println!("{line}");
+        out.push_str(&line);
+        out.push('\n');
+        shown_paths.insert(*id, path);
     }
-    if args.dry_run {
-        println!("dry run: nothing changed");
+    if dry_run {
+        out.push_str("dry run: nothing changed\n");
         return Ok(());
     }
 
@@ -103,24 +165,36 @@ pub fn run(args: Args) -> Result<()> {
             Change::Add(_) | Change::Replace { .. } => {
                 let (target, new_policy) = &desired[id];
                 attach::set_policy(&mut maps, target, *new_policy)?;
+                made.push(Made::Attached {
+                    target: target.clone(),
+                    policy: *new_policy,
+                    previous: match change {
+                        Change::Replace { from, .. } => Some(*from),
+                        _ => None,
+                    },
+                });
             }
-            Change::Remove(_) => detach::remove_policy(&mut maps, *id)?,
+            Change::Remove(removed) => {
+                detach::remove_policy(&mut maps, *id)?;
+                made.push(Made::Detached {
+                    id: *id,
+                    path: shown_paths.remove(id).unwrap_or_default(),
+                    policy: *removed,
+                });
+            }
             Change::Keep(_) => {}
         }
     }
+    drop(lock);
     let changed = plan
         .values()
         .filter(|change| !matches!(change, Change::Keep(_)))
         .count();
-    println!("applied: {changed} changed");
+    out.push_str(&format!("applied: {changed} changed\n"));
     Ok(())
 }
 
-fn plan(
-    desired: &BTreeMap<u64, (cgroup::Cgroup, Policy)>,
-    current: &BTreeMap<u64, Policy>,
-    prune: bool,
-) -> BTreeMap<u64, Change> {
+fn plan(desired: &Desired, current: &BTreeMap<u64, Policy>, prune: bool) -> BTreeMap<u64, Change> {
     let mut plan = BTreeMap::new();
     for (id, (_, want)) in desired {
         let change = match current.get(id) {

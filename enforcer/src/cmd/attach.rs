@@ -2,7 +2,7 @@
 use anyhow::Result;
 use enforcer_common::{Action, Counters, Policy};
 
-use crate::{cgroup, loader, policy};
+use crate::{cgroup, daemon::control, loader, policy};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -31,23 +31,41 @@ pub fn run(args: Args) -> Result<()> {
         ],
         target.level,
     )?;
+    // With a daemon up, it makes the change (and logs it); the request is already validated.
+    if control::forward(&control::Request::Attach {
+        cgroup: (&target).into(),
+        policy: new_policy.into(),
+    })? {
+        return Ok(());
+    }
+    execute(&target, new_policy)?;
+    print!("{}", report(&target, &new_policy));
+    Ok(())
+}
 
+/// Sets the validated `new_policy` on `target` under the state lock, installing the programs on
+/// first use; returns the policy it replaced. The daemon runs this for a forwarded `attach`.
+pub fn execute(target: &cgroup::Cgroup, new_policy: Policy) -> Result<Option<Policy>> {
     let lock = loader::lock()?;
     let mut maps = loader::install(&lock)?;
-    set_policy(&mut maps, &target, new_policy)?;
+    let previous = maps.policies.get(&target.id, 0).ok();
+    set_policy(&mut maps, target, new_policy)?;
     drop(lock);
+    Ok(previous)
+}
 
-    let summary: Vec<String> = policy::describe(&new_policy)
+/// What `attach` prints once the policy is set.
+pub fn report(target: &cgroup::Cgroup, new_policy: &Policy) -> String {
+    let summary: Vec<String> = policy::describe(new_policy)
         .into_iter()
         .map(|(op, action)| format!("{}={}", op.name(), action.name()))
         .collect();
-    println!(
-        "attached {} (id {}): {}",
+    format!(
+        "attached {} (id {}): {}\n",
         target.path,
         target.id,
         summary.join(" ")
-    );
-    Ok(())
+    )
 }
 
 /// Sets `new_policy` on `target` in the installed maps, replacing any policy it had (also used by

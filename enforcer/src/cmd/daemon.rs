@@ -2,15 +2,24 @@
 //!
 //! It adopts the pinned programs (loading and pinning them only when absent), is the single
 //! consumer of the ring buffer while it runs, writes every event as a JSON line to stdout, fans
-//! the raw events out to any number of `enforcer tail` sessions over [`daemon::SOCKET`], and
-//! serves Prometheus metrics when asked. Enforcement never depends on it: it holds no link, so
+//! the raw events out to any number of `enforcer tail` sessions over [`daemon::SOCKET`], carries
+//! out `attach`, `detach`, `apply` and `list` for the CLI over [`control::SOCKET`] (logging each
+//! policy change as a `state` record on stdout), and serves Prometheus metrics when asked.
+//! Enforcement never depends on it: it holds no link, so
 //! stopping or killing it leaves every program, map and policy in force.
-use std::{fs, io, net::SocketAddr, os::unix::fs::PermissionsExt, sync::Arc, time::Duration};
+use std::{
+    fs,
+    io::{self, Write},
+    net::SocketAddr,
+    os::unix::fs::PermissionsExt,
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::{Context, Result};
-use enforcer_common::{ABI_VERSION, Event};
+use enforcer_common::Event;
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{TcpListener, TcpStream, UnixListener, UnixStream},
     signal::unix::{SignalKind, signal},
     sync::{
@@ -18,14 +27,18 @@ use tokio::{
             self,
             error::{RecvError, TryRecvError},
         },
-        mpsc,
+        mpsc, oneshot,
     },
 };
 
 use super::tail::Output;
 use crate::{
     consumer::{Consumer, Sink},
-    daemon::{self, Frame, SOCKET, metrics::Metrics},
+    daemon::{
+        self, Frame, SOCKET,
+        control::{self, Client, Response},
+        metrics::Metrics,
+    },
     loader,
 };
 
@@ -46,26 +59,29 @@ const PIN_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// How long a metrics client gets to send its request and read the answer.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a control client gets to send its request line.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long requests being carried out get, at shutdown, to finish and be answered.
+const CONTROL_GRACE: Duration = Duration::from_secs(10);
 
 pub fn run(args: Args) -> Result<()> {
     // First, so that a second daemon changes nothing at all.
     let _instance = daemon::lock_instance()?;
-    let adopted = {
+    let installed = {
         let lock = loader::lock()?;
-        let adopted = loader::installed();
-        loader::install(&lock)?;
-        adopted
+        loader::install_reporting(&lock)?.1
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(args, adopted))
+    runtime.block_on(serve(args, installed))
 }
 
-async fn serve(args: Args, adopted: bool) -> Result<()> {
+async fn serve(args: Args, installed: loader::Installed) -> Result<()> {
     let metrics = Arc::new(Metrics::new());
     let mut events_id = loader::pinned_events_id();
+    let mut build = loader::pinned_build();
     let mut consumer =
         Some(Consumer::new(loader::open_event_maps()?).context("cannot watch the ring buffer")?);
     let (frames, _) = broadcast::channel(READER_QUEUE);
@@ -77,7 +93,11 @@ async fn serve(args: Args, adopted: bool) -> Result<()> {
         ),
         None => None,
     };
-    let readers = bind_socket()?;
+    let readers = UnixListener::from_std(bind_socket(SOCKET)?)
+        .with_context(|| format!("cannot listen on {SOCKET}"))?;
+    // State records of the policy changes made for control clients, written beside the events.
+    let (record_tx, mut records) = mpsc::unbounded_channel::<serde_json::Value>();
+    let control = ControlServer::start(bind_socket(control::SOCKET)?, record_tx)?;
     let mut sink = Fanout {
         stdout: Some(Output::new(true, None)),
         frames: frames.clone(),
@@ -99,14 +119,11 @@ async fn serve(args: Args, adopted: bool) -> Result<()> {
         None => String::new(),
     };
     eprintln!(
-        "enforcer: daemon running (pid {}): {} {}/v{ABI_VERSION}; events as JSON lines on stdout and to `enforcer tail` through {SOCKET}{metrics_note}",
+        "enforcer: daemon running (pid {}): {} {}; events as JSON lines on stdout and to `enforcer tail` through {SOCKET}; policy changes through {}{metrics_note}",
         std::process::id(),
-        if adopted {
-            "adopted the pinned programs under"
-        } else {
-            "loaded and pinned the programs under"
-        },
-        loader::PIN_BASE,
+        installed.describe(),
+        loader::pin_dir().display(),
+        control::SOCKET,
     );
 
     let stopped_by = loop {
@@ -125,20 +142,37 @@ async fn serve(args: Args, adopted: bool) -> Result<()> {
                 }
                 Err(err) => eprintln!("enforcer: cannot accept a reader on {SOCKET}: {err}"),
             },
+            Some(record) = records.recv() => sink.state(&record),
             accepted = accept_scrape(scrapes.as_ref()) => match accepted {
                 Ok((stream, _)) => {
                     tokio::spawn(serve_scrape(stream, Arc::clone(&metrics)));
                 }
                 Err(err) => eprintln!("enforcer: cannot accept a metrics client: {err}"),
             },
-            _ = pin_check.tick() => follow_pins(&mut consumer, &mut events_id, &mut sink)?,
+            _ = pin_check.tick() => {
+                follow_pins(&mut consumer, &mut events_id, &mut sink)?;
+                follow_build(&mut build);
+            }
         }
     };
 
     // New tails read the ring buffer themselves from now on; connected ones get what is queued.
     let _ = fs::remove_file(SOCKET);
+    // New CLI runs take the direct path; requests being carried out finish and are answered, and
+    // their changes logged.
+    let _ = fs::remove_file(control::SOCKET);
+    let mut stopped = std::pin::pin!(control.stop());
+    loop {
+        tokio::select! {
+            Some(record) = records.recv() => sink.state(&record),
+            () = &mut stopped => break,
+        }
+    }
+    while let Ok(record) = records.try_recv() {
+        sink.state(&record);
+    }
     if let Some(consumer) = &mut consumer {
-        consumer.drain_now(&mut sink)?;
+        while consumer.drain_now(&mut sink)? {}
     }
     drop((sink, frames, reader_alive));
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, readers_finished.recv()).await;
@@ -148,20 +182,153 @@ async fn serve(args: Args, adopted: bool) -> Result<()> {
     Ok(())
 }
 
-/// Creates the event stream's socket afresh (a daemon that was killed leaves its file behind),
-/// readable and writable by root only.
-fn bind_socket() -> Result<UnixListener> {
+/// Creates a socket afresh (a daemon that was killed leaves its file behind), readable and
+/// writable by root only; non-blocking, for tokio.
+fn bind_socket(path: &str) -> Result<std::os::unix::net::UnixListener> {
     daemon::create_run_dir()?;
-    match fs::remove_file(SOCKET) {
+    match fs::remove_file(path) {
         Ok(()) => {}
         Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-        Err(err) => return Err(err).with_context(|| format!("cannot remove the old {SOCKET}")),
+        Err(err) => return Err(err).with_context(|| format!("cannot remove the old {path}")),
     }
-    let listener =
-        UnixListener::bind(SOCKET).with_context(|| format!("cannot listen on {SOCKET}"))?;
-    fs::set_permissions(SOCKET, fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("cannot make {SOCKET} private"))?;
+    let listener = std::os::unix::net::UnixListener::bind(path)
+        .with_context(|| format!("cannot listen on {path}"))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot make {path} private"))?;
+    listener
+        .set_nonblocking(true)
+        .with_context(|| format!("cannot listen on {path}"))?;
     Ok(listener)
+}
+
+/// The control socket's server, on a thread (and runtime) of its own: a deny storm that keeps the
+/// event loop draining the ring buffer never delays a CLI waiting for its answer.
+struct ControlServer {
+    stop: oneshot::Sender<()>,
+    done: oneshot::Receiver<()>,
+}
+
+impl ControlServer {
+    fn start(
+        listener: std::os::unix::net::UnixListener,
+        records: mpsc::UnboundedSender<serde_json::Value>,
+    ) -> Result<Self> {
+        let (stop, stop_rx) = oneshot::channel();
+        let (done_tx, done) = oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the control socket's runtime")?;
+        std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || {
+                runtime.block_on(serve_controls(listener, records, stop_rx));
+                // Dropping the runtime waits for requests still being carried out.
+                drop(runtime);
+                let _ = done_tx.send(());
+            })
+            .context("cannot start the control socket's thread")?;
+        Ok(Self { stop, done })
+    }
+
+    /// Stops accepting; resolves once the requests already read are carried out.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.done.await;
+    }
+}
+
+/// Accepts control clients until told to stop, then gives the requests it has read
+/// [`CONTROL_GRACE`] to be answered.
+async fn serve_controls(
+    listener: std::os::unix::net::UnixListener,
+    records: mpsc::UnboundedSender<serde_json::Value>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let listener = match UnixListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!(
+                "enforcer: cannot listen on {}: {err}; the CLI changes policies itself",
+                control::SOCKET
+            );
+            let _ = fs::remove_file(control::SOCKET);
+            return;
+        }
+    };
+    // Each control task holds a sender; `recv` answers `None` once every one has finished.
+    let (alive, mut finished) = mpsc::channel::<()>(1);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    tokio::spawn(serve_control(stream, records.clone(), alive.clone()));
+                }
+                Err(err) => {
+                    eprintln!("enforcer: cannot accept a client on {}: {err}", control::SOCKET);
+                }
+            },
+        }
+    }
+    drop((listener, alive));
+    let _ = tokio::time::timeout(CONTROL_GRACE, finished.recv()).await;
+}
+
+/// Answers one control client: reads its request line, refuses it unless the peer is root
+/// (`SO_PEERCRED`), carries it out on a blocking thread under the state lock, queues the state
+/// records for stdout and writes the answer. A request that was read is carried out fully even if
+/// its client goes away meanwhile.
+async fn serve_control(
+    stream: UnixStream,
+    records: mpsc::UnboundedSender<serde_json::Value>,
+    _alive: mpsc::Sender<()>,
+) {
+    let peer = stream.peer_cred();
+    let (from_client, mut to_client) = stream.into_split();
+    let mut line = String::new();
+    let read = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        BufReader::new(from_client.take(control::MAX_REQUEST)).read_line(&mut line),
+    )
+    .await;
+    if !matches!(read, Ok(Ok(n)) if n > 0) {
+        return;
+    }
+    let response = match peer {
+        Ok(cred) if cred.uid() == 0 => match control::decode(&line) {
+            Ok(request) => {
+                let client = Client {
+                    uid: cred.uid(),
+                    pid: cred.pid(),
+                };
+                match tokio::task::spawn_blocking(move || control::execute(request, client)).await {
+                    Ok((response, changes)) => {
+                        for record in changes {
+                            let _ = records.send(record);
+                        }
+                        response
+                    }
+                    Err(err) => Response::internal(format!(
+                        "the enforcer daemon failed while carrying out the request: {err}"
+                    )),
+                }
+            }
+            Err(refusal) => refusal,
+        },
+        Ok(cred) => {
+            eprintln!(
+                "enforcer: refused a request on {} from uid {} (pid {}): only root may use it",
+                control::SOCKET,
+                cred.uid(),
+                cred.pid()
+                    .map_or_else(|| "?".to_owned(), |pid| pid.to_string())
+            );
+            Response::not_privileged()
+        }
+        Err(_) => Response::not_privileged(),
+    };
+    let _ = to_client.write_all(response.line().as_bytes()).await;
 }
 
 async fn next_events(consumer: Option<&mut Consumer>, sink: &mut Fanout) -> io::Result<()> {
@@ -178,6 +345,27 @@ async fn accept_scrape(listener: Option<&TcpListener>) -> io::Result<(TcpStream,
     }
 }
 
+/// Says so when another build replaced the pinned programs in place: the maps, and so this
+/// daemon's ring buffer, stay, and it reads on as it was (a layout migration shows as new pins).
+fn follow_build(build: &mut Option<u64>) {
+    let pinned = loader::pinned_build();
+    if pinned == *build {
+        return;
+    }
+    if let (Some(before), Some(now)) = (*build, pinned) {
+        eprintln!(
+            "enforcer: the programs under {} were replaced in place (build {before:016x} -> {now:016x}{}); same maps, the daemon reads on",
+            loader::pin_dir().display(),
+            if now == loader::this_build() {
+                ", the daemon's own"
+            } else {
+                ""
+            }
+        );
+    }
+    *build = pinned;
+}
+
 /// Notices `enforcer reset` (the pinned ring buffer is gone: nothing is enforced, and the daemon
 /// waits) and a later `enforcer attach` (new pins: the daemon reads their ring buffer). The daemon
 /// never reinstalls by itself: a reset stays a reset.
@@ -191,12 +379,12 @@ fn follow_pins(
         return Ok(());
     }
     if let Some(mut old) = consumer.take() {
-        old.drain_now(sink)?;
+        while old.drain_now(sink)? {}
     }
     match pinned {
         None => eprintln!(
-            "enforcer: the pins under {}/v{ABI_VERSION} were removed (`enforcer reset`?): nothing is enforced; waiting for the next `enforcer attach`",
-            loader::PIN_BASE
+            "enforcer: the pins under {} were removed (`enforcer reset`?): nothing is enforced; waiting for the next `enforcer attach`",
+            loader::pin_dir().display()
         ),
         // Still being installed: look again at the next check.
         Some(_) if !loader::installed() => return Ok(()),
@@ -207,8 +395,8 @@ fn follow_pins(
             Ok(new) => {
                 *consumer = Some(new);
                 eprintln!(
-                    "enforcer: new pins under {}/v{ABI_VERSION}: reading their events",
-                    loader::PIN_BASE
+                    "enforcer: new pins under {}: reading their events",
+                    loader::pin_dir().display()
                 );
             }
             Err(err) => {
@@ -230,6 +418,16 @@ struct Fanout {
 }
 
 impl Fanout {
+    /// One policy change, as a JSON line among the events.
+    fn state(&mut self, record: &serde_json::Value) {
+        self.write(|out| {
+            out.flush()?;
+            let mut stdout = io::stdout().lock();
+            writeln!(stdout, "{record}")?;
+            stdout.flush()
+        });
+    }
+
     fn write(&mut self, write: impl FnOnce(&mut Output) -> io::Result<()>) {
         if let Some(out) = &mut self.stdout
             && let Err(err) = write(out)

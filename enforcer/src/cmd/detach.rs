@@ -1,7 +1,8 @@
 //! `enforcer detach`: remove the policy of one cgroup.
 use anyhow::Result;
+use enforcer_common::Policy;
 
-use crate::{cgroup, loader, policy};
+use crate::{cgroup, daemon::control, loader, policy};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -11,9 +12,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let lock = loader::lock()?;
-    let mut maps = loader::open_policy_maps_existing()?;
-    // A numeric id may name a cgroup that is gone already; its policy can still be removed.
+    // A numeric id may name a cgroup that is gone already; its policy can still be removed. A
+    // path is resolved before any state is touched, as `attach` does.
     let (id, shown) = match args.cgroup.parse::<u64>() {
         Ok(id) => (id, id.to_string()),
         Err(_) => {
@@ -21,13 +21,33 @@ pub fn run(args: Args) -> Result<()> {
             (target.id, target.path)
         }
     };
-    if maps.policies.get(&id, 0).is_err() {
-        anyhow::bail!(crate::ExitError::no_policy(&shown));
+    if control::forward(&control::Request::Detach {
+        id,
+        shown: shown.clone(),
+    })? {
+        return Ok(());
     }
+    execute(id, &shown)?;
+    print!("{}", report(&shown));
+    Ok(())
+}
+
+/// Removes the policy of cgroup `id` (`shown` names it in messages) under the state lock; returns
+/// the policy removed. The daemon runs this for a forwarded `detach`.
+pub fn execute(id: u64, shown: &str) -> Result<Policy> {
+    let lock = loader::lock()?;
+    let mut maps = loader::open_policy_maps_existing()?;
+    let Ok(removed) = maps.policies.get(&id, 0) else {
+        anyhow::bail!(crate::ExitError::no_policy(shown));
+    };
     remove_policy(&mut maps, id)?;
     drop(lock);
-    println!("detached {shown}");
-    Ok(())
+    Ok(removed)
+}
+
+/// What `detach` prints once the policy is gone.
+pub fn report(shown: &str) -> String {
+    format!("detached {shown}\n")
 }
 
 /// Removes the policy of cgroup `id`, which must have one (also used by `enforcer check`). The

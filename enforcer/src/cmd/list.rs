@@ -1,9 +1,11 @@
 //! `enforcer list`: what is enforced now, with per-operation counters.
+use std::fmt::Write;
+
 use anyhow::Result;
 use enforcer_common::{Action, Counters, Operation};
 use serde_json::json;
 
-use crate::{cgroup::PathCache, loader, policy};
+use crate::{cgroup::PathCache, daemon::control, loader, policy};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -20,17 +22,28 @@ struct Row {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if control::forward(&control::Request::List { json: args.json })? {
+        return Ok(());
+    }
+    print!("{}", render(args.json)?);
+    Ok(())
+}
+
+/// What `list` prints: the table, or the JSON document. The daemon runs this for a forwarded
+/// `list`.
+pub fn render(json: bool) -> Result<String> {
     let rows = match loader::open_policy_maps_existing() {
         Ok(maps) => collect(&maps)?,
         Err(loader::LoaderError::NotInstalled(_)) => Vec::new(),
         Err(err) => return Err(err.into()),
     };
-    if args.json {
-        print_json(&rows);
+    let mut out = String::new();
+    if json {
+        render_json(&rows, &mut out);
     } else {
-        print_table(&rows);
+        render_table(&rows, &mut out);
     }
-    Ok(())
+    Ok(out)
 }
 
 fn collect(maps: &loader::PolicyMaps) -> Result<Vec<Row>> {
@@ -55,18 +68,20 @@ fn collect(maps: &loader::PolicyMaps) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
-fn print_table(rows: &[Row]) {
+fn render_table(rows: &[Row], out: &mut String) {
     if rows.is_empty() {
-        println!("no policies attached");
+        out.push_str("no policies attached\n");
         return;
     }
-    println!(
+    let _ = writeln!(
+        out,
         "{:<40} {:>10}  {:<9} {:<6} {:>8} {:>8} {:>8}",
         "CGROUP", "ID", "OPERATION", "ACTION", "AUDITED", "DENIED", "KILLED"
     );
     for row in rows {
         for (op, action) in &row.actions {
-            println!(
+            let _ = writeln!(
+                out,
                 "{:<40} {:>10}  {:<9} {:<6} {:>8} {:>8} {:>8}",
                 row.path,
                 row.id,
@@ -80,7 +95,7 @@ fn print_table(rows: &[Row]) {
     }
 }
 
-fn print_json(rows: &[Row]) {
+fn render_json(rows: &[Row], out: &mut String) {
     let policies: Vec<_> = rows
         .iter()
         .map(|row| {
@@ -102,5 +117,5 @@ fn print_json(rows: &[Row]) {
             json!({ "cgroup_id": row.id, "cgroup_path": row.path, "operations": operations })
         })
         .collect();
-    println!("{}", json!({ "policies": policies }));
+    let _ = writeln!(out, "{}", json!({ "policies": policies }));
 }

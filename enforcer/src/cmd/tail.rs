@@ -119,7 +119,7 @@ async fn follow_ring(
                 if Path::new(daemon::SOCKET).exists()
                     && let Ok(Some(stream)) = daemon::connect().await
                 {
-                    consumer.drain_now(&mut sink)?;
+                    while consumer.drain_now(&mut sink)? {}
                     eprintln!(
                         "enforcer: an enforcer daemon started: reading its event stream from now on (events it read before this tail connected are not shown here)"
                     );
