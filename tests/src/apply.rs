@@ -131,7 +131,7 @@ fn bad_policy_files_change_nothing() {
 fn without_privileges_nothing_changes() {
     let cgroup = Cgroup::new("unprivileged");
     let before = policies();
-    let enforcer_bin = std::env::var("ENFORCER_BIN").unwrap_or_else(|_| "/bin/enforcer".into());
+    let enforcer_bin = crate::harness::enforcer_bin();
     let output = unsafe {
         Command::new(enforcer_bin)
             .args(["attach", "--cgroup", cgroup.arg(), "--deny", "settime"])

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::{
     daemon::Daemon,
-    harness::{Cgroup, enforcer, enforcer_ok, probe},
+    harness::{Cgroup, enforcer, enforcer_bin, enforcer_ok, probe},
     matrix::EPERM,
 };
 
@@ -23,10 +23,6 @@ const CONTROL: &str = "/run/enforcer/control.sock";
 const NOT_PRIVILEGED: i32 = 6;
 const DAEMON_GONE: i32 = 9;
 const TIMEOUT: Duration = Duration::from_secs(30);
-
-fn enforcer_bin() -> String {
-    std::env::var("ENFORCER_BIN").unwrap_or_else(|_| "/bin/enforcer".into())
-}
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + TIMEOUT;

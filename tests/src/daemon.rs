@@ -19,7 +19,7 @@ use std::{
 use serde_json::Value;
 
 use crate::{
-    harness::{Cgroup, Tail, counters, enforcer, enforcer_ok, probe},
+    harness::{Cgroup, Tail, counters, enforcer, enforcer_bin, enforcer_ok, probe, probe_bin},
     matrix::EPERM,
 };
 
@@ -31,14 +31,6 @@ const ALREADY_RUNNING: i32 = 8;
 const DAEMON_GONE: i32 = 9;
 /// TCG is slow: generous, but bounded.
 const TIMEOUT: Duration = Duration::from_secs(30);
-
-fn enforcer_bin() -> String {
-    std::env::var("ENFORCER_BIN").unwrap_or_else(|_| "/bin/enforcer".into())
-}
-
-fn probe_bin() -> String {
-    std::env::var("PROBE_BIN").unwrap_or_else(|_| "/bin/probe".into())
-}
 
 /// Lines a child prints on one stream, collected by a thread.
 type Lines = Arc<Mutex<Vec<String>>>;

@@ -14,17 +14,12 @@ use std::{
 use serde_json::Value;
 
 use crate::{
-    harness::{Cgroup, ClockGuard, Scratch, Tail, counters, enforcer_ok, make_key, probe},
+    harness::{
+        Cgroup, ClockGuard, Scratch, Tail, counters, enforcer_bin, enforcer_ok, make_key, probe,
+        probe_bin,
+    },
     matrix::TARGET_TIME,
 };
-
-fn enforcer_bin() -> String {
-    std::env::var("ENFORCER_BIN").unwrap_or_else(|_| "/bin/enforcer".into())
-}
-
-fn probe_bin() -> String {
-    std::env::var("PROBE_BIN").unwrap_or_else(|_| "/bin/probe".into())
-}
 
 /// Attaches `--deny op` to a fresh cgroup, runs the probe there and returns its one event.
 fn denied_event(name: &str, op: &str, args: &[&str]) -> (Cgroup, Value) {

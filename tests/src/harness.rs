@@ -20,6 +20,16 @@ fn bin(var: &str, default: &str) -> String {
     env::var(var).unwrap_or_else(|_| default.to_owned())
 }
 
+/// The enforcer binary under test (`ENFORCER_BIN`).
+pub fn enforcer_bin() -> String {
+    bin("ENFORCER_BIN", "/bin/enforcer")
+}
+
+/// The probe helper (`PROBE_BIN`).
+pub fn probe_bin() -> String {
+    bin("PROBE_BIN", "/bin/probe")
+}
+
 /// Result of one `enforcer` run.
 #[derive(Debug)]
 pub struct Run {
@@ -35,7 +45,7 @@ impl Run {
 }
 
 pub fn enforcer(args: &[&str]) -> Run {
-    let output = Command::new(bin("ENFORCER_BIN", "/bin/enforcer"))
+    let output = Command::new(enforcer_bin())
         .args(args)
         .output()
         .expect("run enforcer");
@@ -131,7 +141,7 @@ impl Probe {
 
 /// Runs the probe, inside `cgroup` if given.
 pub fn probe(cgroup: Option<&Cgroup>, args: &[&str]) -> Probe {
-    let mut command = Command::new(bin("PROBE_BIN", "/bin/probe"));
+    let mut command = Command::new(probe_bin());
     if let Some(cgroup) = cgroup {
         command.args(["--cgroup", cgroup.arg()]);
     }
@@ -154,7 +164,7 @@ pub struct Tail {
 
 impl Tail {
     pub fn start(extra: &[&str]) -> Self {
-        let mut child = Command::new(bin("ENFORCER_BIN", "/bin/enforcer"))
+        let mut child = Command::new(enforcer_bin())
             .args(["tail", "--json"])
             .args(extra)
             .stdout(Stdio::piped())

@@ -59,7 +59,7 @@ fn a_process_moved_in_after_attach_is_covered() {
     let cgroup = Cgroup::new("moved-in");
     enforcer_ok(&["attach", "--cgroup", cgroup.arg(), "--deny", "settime"]);
     // Started outside; moved in by the test (not by itself) before it tries.
-    let probe_bin = std::env::var("PROBE_BIN").unwrap_or_else(|_| "/bin/probe".into());
+    let probe_bin = crate::harness::probe_bin();
     let child = Command::new("/bin/sh")
         .args([
             "-c",
@@ -107,7 +107,7 @@ fn replacing_a_policy_under_load_leaves_no_gap() {
     let stop = "/tmp/replace-stop";
     let _ = fs::remove_file(stop);
     enforcer_ok(&["attach", "--cgroup", cgroup.arg(), "--deny", "settime"]);
-    let probe_bin = std::env::var("PROBE_BIN").unwrap_or_else(|_| "/bin/probe".into());
+    let probe_bin = crate::harness::probe_bin();
     let hammer = Command::new(probe_bin)
         .args(["--cgroup", cgroup.arg(), "settime-until", stop])
         .stdout(Stdio::piped())

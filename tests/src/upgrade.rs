@@ -214,7 +214,7 @@ impl Hammer {
     fn start(cgroup: &Cgroup, name: &str) -> Self {
         let stop = format!("/tmp/{name}-stop");
         let _ = fs::remove_file(&stop);
-        let probe_bin = std::env::var("PROBE_BIN").unwrap_or_else(|_| "/bin/probe".into());
+        let probe_bin = crate::harness::probe_bin();
         let child = Command::new(probe_bin)
             .args(["--cgroup", cgroup.arg(), "settime-until", &stop])
             .stdout(Stdio::piped())
@@ -421,14 +421,13 @@ fn collect(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>
 
 impl Daemon {
     fn start(options: &[&str]) -> Self {
-        let mut child =
-            Command::new(std::env::var("ENFORCER_BIN").unwrap_or_else(|_| "/bin/enforcer".into()))
-                .args(options)
-                .arg("daemon")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start the daemon");
+        let mut child = Command::new(crate::harness::enforcer_bin())
+            .args(options)
+            .arg("daemon")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the daemon");
         let stdout = collect(child.stdout.take().expect("stdout"));
         let stderr = collect(child.stderr.take().expect("stderr"));
         let daemon = Self {
