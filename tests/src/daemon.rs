@@ -19,7 +19,10 @@ use std::{
 use serde_json::Value;
 
 use crate::{
-    harness::{Cgroup, Tail, counters, enforcer, enforcer_bin, enforcer_ok, probe, probe_bin},
+    harness::{
+        Cgroup, Tail, counters, enforcer, enforcer_bin, enforcer_ok, probe, probe_bin,
+        spawn_json_tail, spawn_storm,
+    },
     matrix::EPERM,
 };
 
@@ -686,22 +689,8 @@ fn a_storm_through_the_daemon_is_delivered_or_reported_dropped_exactly() {
     let cgroup = Cgroup::new("dm-storm");
     enforcer_ok(&["attach", "--cgroup", cgroup.arg(), "--deny", "settime"]);
     let daemon = Daemon::start(&[]);
-    let mut tail = Command::new(enforcer_bin())
-        .args(["tail", "--json", "--cgroup", cgroup.arg()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("tail");
-    thread::sleep(Duration::from_millis(300));
-    let storm = Command::new(probe_bin())
-        .args([
-            "--cgroup",
-            cgroup.arg(),
-            "settime-loop",
-            &ATTEMPTS.to_string(),
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("storm");
+    let mut tail = spawn_json_tail(&cgroup);
+    let storm = spawn_storm(&cgroup, ATTEMPTS);
     let pid = u64::from(storm.id());
     // Count the tail's lines without keeping them.
     let counts = Arc::new(Mutex::new((0u64, 0u64)));

@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::{
     harness::{
         Cgroup, ClockGuard, Scratch, Tail, counters, enforcer_bin, enforcer_ok, make_key, probe,
-        probe_bin,
+        spawn_json_tail, spawn_storm,
     },
     matrix::TARGET_TIME,
 };
@@ -164,22 +164,8 @@ fn a_storm_is_delivered_or_reported_dropped_exactly() {
     const ATTEMPTS: u64 = 100_000;
     let cgroup = Cgroup::new("ev-storm");
     enforcer_ok(&["attach", "--cgroup", cgroup.arg(), "--deny", "settime"]);
-    let mut tail = Command::new(enforcer_bin())
-        .args(["tail", "--json", "--cgroup", cgroup.arg()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("tail");
-    thread::sleep(Duration::from_millis(300));
-    let storm = Command::new(probe_bin())
-        .args([
-            "--cgroup",
-            cgroup.arg(),
-            "settime-loop",
-            &ATTEMPTS.to_string(),
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("storm");
+    let mut tail = spawn_json_tail(&cgroup);
+    let storm = spawn_storm(&cgroup, ATTEMPTS);
     // Count without keeping 100k lines in memory.
     let pid_field = format!("\"pid\":{},", storm.id());
     let received = Arc::new(AtomicU64::new(0));

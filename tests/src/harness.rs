@@ -389,3 +389,29 @@ pub fn make_key(description: &str, payload: &str) -> i64 {
     assert!(made.ret() > 0, "cannot create key {description}: {made:?}");
     made.ret()
 }
+
+/// Starts `enforcer tail --json --cgroup <cgroup>` with its stdout piped, and gives it a moment to
+/// open the event source before the caller acts.
+pub fn spawn_json_tail(cgroup: &Cgroup) -> Child {
+    let tail = Command::new(enforcer_bin())
+        .args(["tail", "--json", "--cgroup", cgroup.arg()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start tail");
+    thread::sleep(Duration::from_millis(300));
+    tail
+}
+
+/// Starts a probe in `cgroup` that calls settimeofday(NULL, NULL) `attempts` times.
+pub fn spawn_storm(cgroup: &Cgroup, attempts: u64) -> Child {
+    Command::new(probe_bin())
+        .args([
+            "--cgroup",
+            cgroup.arg(),
+            "settime-loop",
+            &attempts.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start storm")
+}
