@@ -1,10 +1,10 @@
 #!/bin/sh
-# enforcer demo: refuse setting the clock (the `settime` LSM hook) to one cgroup only.
+# enforcer demo: refuse setting the clock and mounting to one cgroup only, and watch it live.
 CG=/sys/fs/cgroup/demo
 
-echo "== create cgroup $CG and deny settime there"
-mkdir -p "$CG"
-enforcer attach --cgroup "$CG" --deny settime || exit 1
+echo "== create cgroup $CG and deny settime and mount there"
+mkdir -p "$CG" /mnt/demo
+enforcer attach --cgroup "$CG" --deny settime,mount || exit 1
 
 echo "== stream policy events"
 enforcer tail &
@@ -22,6 +22,9 @@ in_cgroup() {
 echo "== inside $CG: date -s is refused"
 in_cgroup date -s "2030-01-01 00:00" 2>&1 | head -n 1
 in_cgroup date -s "2031-06-15 12:00" 2>&1 | head -n 1
+
+echo "== inside $CG: mount is refused"
+in_cgroup mount -t tmpfs scratch /mnt/demo
 
 echo "== outside $CG: date -s is allowed"
 date -s "2030-01-01 00:00" 2>&1 | head -n 1
