@@ -94,7 +94,13 @@ pub(crate) struct Daemon {
 impl Daemon {
     /// Starts a daemon and waits for its "running" line.
     pub(crate) fn start(extra: &[&str]) -> Self {
+        Self::start_with(&[], extra)
+    }
+
+    /// [`Daemon::start`] with global options before the subcommand (e.g. `--bpf-object`).
+    pub(crate) fn start_with(global: &[&str], extra: &[&str]) -> Self {
         let mut child = Command::new(enforcer_bin())
+            .args(global)
             .arg("daemon")
             .args(extra)
             .stdout(Stdio::piped())

@@ -11,10 +11,8 @@ use std::{
     collections::BTreeMap,
     ffi::CString,
     fs,
-    io::{BufRead, BufReader},
     path::Path,
     process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
     thread,
     time::{Duration, Instant},
 };
@@ -22,6 +20,7 @@ use std::{
 use serde_json::Value;
 
 use crate::{
+    daemon::Daemon,
     harness::{Cgroup, Run, counters, enforcer, enforcer_ok, probe},
     matrix::EPERM,
 };
@@ -402,71 +401,6 @@ fn another_build_replaces_every_program_in_place_without_a_gap_and_back() {
 }
 
 /// A running `enforcer daemon`, stopped when dropped.
-struct Daemon {
-    child: Child,
-    stdout: Arc<Mutex<Vec<String>>>,
-    stderr: Arc<Mutex<Vec<String>>>,
-}
-
-fn collect(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&lines);
-    thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            sink.lock().expect("lines").push(line);
-        }
-    });
-    lines
-}
-
-impl Daemon {
-    fn start(options: &[&str]) -> Self {
-        let mut child = Command::new(crate::harness::enforcer_bin())
-            .args(options)
-            .arg("daemon")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the daemon");
-        let stdout = collect(child.stdout.take().expect("stdout"));
-        let stderr = collect(child.stderr.take().expect("stderr"));
-        let daemon = Self {
-            child,
-            stdout,
-            stderr,
-        };
-        wait_until("the daemon to start", || {
-            daemon.stderr().contains("daemon running")
-        });
-        daemon
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().expect("stderr").join("\n")
-    }
-
-    fn saw(&self, matches: impl Fn(&Value) -> bool) -> bool {
-        self.stdout
-            .lock()
-            .expect("stdout")
-            .iter()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .any(|event| matches(&event))
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + TIMEOUT;
-        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn a_daemon_of_the_new_build_upgrades_at_start_and_reads_on_across_a_replacement() {
@@ -476,7 +410,7 @@ fn a_daemon_of_the_new_build_upgrades_at_start_and_reads_on_across_a_replacement
     let first = pinned(LINKS_V1);
 
     let object = next_object();
-    let daemon = Daemon::start(&["--bpf-object", &object]);
+    let daemon = Daemon::start_with(&["--bpf-object", &object], &[]);
     let stderr = daemon.stderr();
     assert!(
         stderr.contains("upgraded the programs in place: 7 links replaced"),
@@ -490,7 +424,10 @@ fn a_daemon_of_the_new_build_upgrades_at_start_and_reads_on_across_a_replacement
     let attempt = probe(Some(&cgroup), &["settimeofday", "0"]);
     assert_eq!(attempt.errno(), EPERM);
     wait_until("the daemon to deliver the event", || {
-        daemon.saw(|e| e["process"]["pid"].as_u64() == Some(attempt.pid()))
+        daemon
+            .events()
+            .iter()
+            .any(|e| e["process"]["pid"].as_u64() == Some(attempt.pid()))
     });
 
     // Another build replaces the programs while the daemon runs (`check` installs too): the maps
@@ -510,7 +447,10 @@ fn a_daemon_of_the_new_build_upgrades_at_start_and_reads_on_across_a_replacement
     let attempt = probe(Some(&cgroup), &["settimeofday", "0"]);
     assert_eq!(attempt.errno(), EPERM);
     wait_until("the daemon to deliver after the replacement", || {
-        daemon.saw(|e| e["process"]["pid"].as_u64() == Some(attempt.pid()))
+        daemon
+            .events()
+            .iter()
+            .any(|e| e["process"]["pid"].as_u64() == Some(attempt.pid()))
     });
     assert_eq!(counters(&cgroup, "settime").1, 2);
 }
