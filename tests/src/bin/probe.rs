@@ -26,8 +26,24 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    if args.first().map(String::as_str) == Some("--as") && args.len() >= 2 {
+        let ids = args.remove(1);
+        args.remove(0);
+        let Some((uid, gid)) = ids
+            .split_once(':')
+            .and_then(|(uid, gid)| Some((uid.parse().ok()?, gid.parse().ok()?)))
+        else {
+            eprintln!("probe: --as takes UID:GID, not {ids}");
+            return ExitCode::from(2);
+        };
+        // SAFETY: plain system calls; the group first, while the process may still change it.
+        if unsafe { libc::setgid(gid) } != 0 || unsafe { libc::setuid(uid) } != 0 {
+            eprintln!("probe: cannot become {ids}");
+            return ExitCode::from(2);
+        }
+    }
     let Some(op) = args.first().cloned() else {
-        eprintln!("usage: probe [--cgroup DIR] OP [ARGS]");
+        eprintln!("usage: probe [--cgroup DIR] [--as UID:GID] OP [ARGS]");
         return ExitCode::from(2);
     };
     let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
