@@ -74,6 +74,8 @@ enum Exit {
     NothingAttached = 7,
     AlreadyRunning = 8,
     DaemonGone = 9,
+    /// The action needs a layer the request did not select (`--deny` with `--layer syscall`).
+    NotInLayer = 10,
 }
 
 /// An error that is the user's to fix, with its exit code.
@@ -104,6 +106,13 @@ impl ExitError {
     pub fn daemon_gone(message: String) -> Self {
         Self {
             code: Exit::DaemonGone,
+            message,
+        }
+    }
+
+    pub fn not_in_layer(message: String) -> Self {
+        Self {
+            code: Exit::NotInLayer,
             message,
         }
     }
