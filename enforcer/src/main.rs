@@ -37,6 +37,8 @@ enum Command {
     List(cmd::list::Args),
     /// Follow violation events live.
     Tail(cmd::tail::Args),
+    /// Watch a workload's guarded calls for a while; `--suggest` prints the strictest policy.
+    Record(cmd::record::Args),
     /// The node agent: keep enforcement loaded, fan events out to tails, stdout and metrics.
     Daemon(cmd::daemon::Args),
     /// Remove every program, map and policy of enforcer from the kernel.
@@ -110,6 +112,14 @@ impl ExitError {
         }
     }
 
+    /// The cgroup cannot be used for this (`record` on a cgroup with a policy).
+    pub fn bad_cgroup(message: String) -> Self {
+        Self {
+            code: Exit::BadCgroup,
+            message,
+        }
+    }
+
     pub fn not_in_layer(message: String) -> Self {
         Self {
             code: Exit::NotInLayer,
@@ -171,6 +181,7 @@ fn main() -> ExitCode {
         Command::Detach(args) => cmd::detach::run(args),
         Command::List(args) => cmd::list::run(args),
         Command::Tail(args) => cmd::tail::run(args),
+        Command::Record(args) => cmd::record::run(args),
         Command::Daemon(args) => cmd::daemon::run(args),
         Command::Reset => reset(),
         Command::Check(args) => cmd::check::run(args),
