@@ -64,6 +64,7 @@ fn main() -> ExitCode {
     let result = match env::args().nth(1).as_deref() {
         Some("hooks") => hooks(),
         Some("events-rate") => events_rate(),
+        Some("syscalls") => syscalls(),
         Some("seccomp-child") => seccomp_child(),
         _ => Err(anyhow::anyhow!("usage: bench hooks|events-rate")),
     };
@@ -138,6 +139,54 @@ fn hooks() -> Result<()> {
     let _ = consumer.wait();
 
     join(CGROUP_ROOT)?;
+    enforcer(&["reset"])?;
+    Ok(())
+}
+
+/// Guest side of `cargo xtask bench syscalls` (#6): what the syscall layer's `sys_enter` and
+/// `sys_exit` programs cost every system call of every task, guarded or not: `getpid` and a
+/// one-byte `read` of /dev/zero with no programs, with the LSM programs only (a policy without
+/// the syscall layer), with the syscall layer on (caller outside the policy, then inside), and
+/// after the last policy wanting the layer went (its links unpinned).
+fn syscalls() -> Result<()> {
+    thread::sleep(Duration::from_secs(3));
+    let zero = fs::File::open("/dev/zero").context("open /dev/zero")?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&zero);
+    let mut byte = [0u8; 1];
+    let buf = byte.as_mut_ptr().cast::<libc::c_void>();
+    // SAFETY: one byte into a live one-byte buffer from an open descriptor.
+    let read1 = || unsafe { libc::read(fd, buf, 1) } as c_long;
+    const LINK: &str = "/sys/fs/bpf/enforcer/v1/links/sys_enter";
+
+    bench("sc-getpid-none", ITERS, Want::Success, getpid)?;
+    bench("sc-read-none", ITERS, Want::Success, read1)?;
+    fs::create_dir_all(POLICY).with_context(|| format!("mkdir {POLICY}"))?;
+    enforcer(&["attach", "--cgroup", POLICY, "--deny", "settime"])?;
+    ensure!(
+        !fs::exists(LINK)?,
+        "the syscall layer is attached without a policy wanting it"
+    );
+    bench("sc-getpid-lsm", ITERS, Want::Success, getpid)?;
+    bench("sc-read-lsm", ITERS, Want::Success, read1)?;
+    enforcer(&[
+        "attach", "--cgroup", POLICY, "--layer", "both", "--deny", "settime",
+    ])?;
+    ensure!(
+        fs::exists(LINK)?,
+        "--layer both did not attach the syscall layer"
+    );
+    bench("sc-getpid-layer", ITERS, Want::Success, getpid)?;
+    bench("sc-read-layer", ITERS, Want::Success, read1)?;
+    join(POLICY)?;
+    bench("sc-getpid-inside", ITERS, Want::Success, getpid)?;
+    join(CGROUP_ROOT)?;
+    enforcer(&["attach", "--cgroup", POLICY, "--deny", "settime"])?;
+    ensure!(
+        !fs::exists(LINK)?,
+        "the syscall layer stayed after its last policy went"
+    );
+    bench("sc-getpid-after", ITERS, Want::Success, getpid)?;
+    drop(zero);
     enforcer(&["reset"])?;
     Ok(())
 }
