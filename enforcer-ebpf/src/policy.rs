@@ -137,10 +137,12 @@ pub fn enforce(
         // SAFETY: helper call with a constant signal number; it only queues the signal.
         unsafe { bpf_send_signal(SIGKILL) };
     }
+    count(op, &decision);
+    // After counting: placed before it, the compiler merged this test of the action with the
+    // counter's bounds check, and 6.1's verifier lost the index bound.
     if verdict == Verdict::Deny && decision.flags & policy_flags::SYSCALL_LAYER != 0 {
         crate::syscall::note_lsm_denial();
     }
-    count(op, &decision);
     let flags = CONFIG.get(0).map_or(0, |c| c.flags);
     if flags & config::BENCH_NO_EVENTS == 0 {
         // No wakeup per event: a deny storm must not pay for waking the consumer on every call.
@@ -210,6 +212,17 @@ pub(crate) fn decide(op: Operation) -> Option<Decision> {
     })
 }
 
+/// The counters' row of `action`, masked to the four rows where the verifier can see it. The byte
+/// is read volatile so the compiler keeps the mask: it knows an `Action` is below 4 and would
+/// drop it, and when the byte was spilled to the stack before its range check, 6.1's verifier
+/// then saw an index up to 255.
+#[inline(always)]
+fn action_row(action: Action) -> usize {
+    // SAFETY: reads the one byte of a live `#[repr(u8)]` value.
+    let raw = unsafe { core::ptr::read_volatile((&action as *const Action).cast::<u8>()) };
+    raw as usize & 3
+}
+
 #[inline(always)]
 pub(crate) fn count(op: Operation, decision: &Decision) {
     // User space creates the counter entry before the policy and removes it after, so a miss only
@@ -221,7 +234,7 @@ pub(crate) fn count(op: Operation, decision: &Decision) {
     let counters = unsafe { &mut *counters };
     if let Some(count) = counters
         .by_action
-        .get_mut(decision.action as usize)
+        .get_mut(action_row(decision.action))
         .and_then(|row| row.get_mut(op as usize))
     {
         *count += 1;

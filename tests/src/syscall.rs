@@ -92,8 +92,8 @@ fn seccomp_and_capability_refusals_are_attributed_in_the_vm() {
     }
 }
 
-/// Runs the scripted workload in `cgroup`: a no-op clock set and a tmpfs mount, plus a key when
-/// `one_more`. Returns each step's errno.
+/// Runs the scripted workload in `cgroup`: a no-op clock set and a tmpfs mount, plus a new
+/// session keyring when `one_more`. Returns each step's errno.
 fn workload(cgroup: &Cgroup, scratch: &Scratch, one_more: bool) -> Vec<(String, i64)> {
     let mut steps = vec![
         (
@@ -106,9 +106,10 @@ fn workload(cgroup: &Cgroup, scratch: &Scratch, one_more: bool) -> Vec<(String, 
         ),
     ];
     if one_more {
+        // Joining a new session keyring: one key_alloc check, refused with EPERM once.
         steps.push((
             "keyctl".to_owned(),
-            probe(Some(cgroup), &["add-key", "sys-record-key", "x"]).errno(),
+            probe(Some(cgroup), &["join-session", "sys-record-ring"]).errno(),
         ));
     }
     steps
