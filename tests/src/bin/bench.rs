@@ -22,8 +22,8 @@ use nix::time::{ClockId, clock_gettime};
 
 /// Calls per measurement.
 const ITERS: u32 = 100_000;
-/// Calls per measurement on the deny path. Each denial puts a 440-byte record (432 + header) in
-/// the enforcer's 1 MiB ring buffer (room for ~2380) and nothing drains it in the no-wakeup
+/// Calls per measurement on the deny path. Each denial puts a 456-byte record (448 + header) in
+/// the enforcer's 1 MiB ring buffer (room for ~2300) and nothing drains it in the no-wakeup
 /// configs: all rounds together (plus the checks) must stay below full, or later denials would
 /// take the drop path and measure something else.
 const DENY_ITERS: u32 = 1_000;
