@@ -204,3 +204,54 @@ pub fn kill_side_effect(case: &str) -> Option<bool> {
         _ => None,
     }
 }
+
+#[test]
+fn an_upgrade_in_place_replaces_the_syscall_layer_links_too() {
+    use std::os::unix::fs::MetadataExt;
+    const LINKS: [&str; 2] = [
+        "/sys/fs/bpf/enforcer/v1/links/sys_enter",
+        "/sys/fs/bpf/enforcer/v1/links/sys_exit",
+    ];
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            let _ = crate::harness::enforcer(&["reset"]);
+        }
+    }
+    let _reset = Reset;
+    let cgroup = Cgroup::new("sys-upgrade");
+    let attach = [
+        "attach",
+        "--cgroup",
+        cgroup.arg(),
+        "--layer",
+        "both",
+        "--audit",
+        "settime",
+    ];
+    enforcer_ok(&attach);
+    let pins = || -> Vec<u64> {
+        LINKS
+            .iter()
+            .map(|link| fs::metadata(link).expect("link pinned").ino())
+            .collect()
+    };
+    let before = pins();
+    // The second build (another BPF object) replaces every program in place, the on-demand
+    // syscall layer's included: each pin is renamed over by a new link's.
+    let object = crate::upgrade::next_object();
+    let mut next: Vec<&str> = vec!["--bpf-object", &object];
+    next.extend_from_slice(&attach);
+    let run = crate::harness::enforcer(&next);
+    assert!(run.status.success(), "{run:?}");
+    let after = pins();
+    assert!(
+        before.iter().zip(&after).all(|(b, a)| b != a),
+        "the syscall layer's links were not replaced: {before:?} -> {after:?}"
+    );
+    let tail = Tail::start(&[]);
+    let call = probe(Some(&cgroup), SETTIME_NULL);
+    assert_eq!(call.errno(), 0, "{call:?}");
+    let events = events_of(&tail, call.pid());
+    assert_eq!(by_source(&events, "syscall").len(), 1, "{events:?}");
+}
