@@ -138,8 +138,7 @@ pub fn enforce(
         unsafe { bpf_send_signal(SIGKILL) };
     }
     count(op, &decision);
-    // After counting: placed before it, the compiler merged this test of the action with the
-    // counter's bounds check, and 6.1's verifier lost the index bound.
+    // Where the syscall layer watches this caller too, its exit names this enforcer (#6).
     if verdict == Verdict::Deny && decision.flags & policy_flags::SYSCALL_LAYER != 0 {
         crate::syscall::note_lsm_denial();
     }
