@@ -121,10 +121,12 @@ fn on_exit(nr: i64, op: Operation, ret: i64) {
     let (decision, syscall, by) = match record {
         Some(record) if record.nr == nr => {
             let _ = SYS_INFLIGHT.remove(tid);
-            let by = if !refused {
-                refused_by::NONE
-            } else if record.lsm_denied != 0 {
+            // The enforcer's own denial counts whatever errno the kernel made of it (the keys
+            // code turns a refused lookup into ENOKEY).
+            let by = if record.lsm_denied != 0 && ret < 0 {
                 refused_by::ENFORCER
+            } else if !refused {
+                refused_by::NONE
             } else if lacks_capability(op) {
                 refused_by::CAPABILITY
             } else {

@@ -15,6 +15,8 @@ use crate::{
     matrix::EPERM,
 };
 
+const ENOKEY: i64 = 126;
+
 /// settimeofday(NULL, NULL) as a raw call: reaches every clock check, changes nothing.
 const SETTIME_NULL: &[&str] = &["raw", "164", "0", "0"];
 const CAP_SYS_TIME: &str = "25";
@@ -59,6 +61,28 @@ fn an_lsm_denial_is_attributed_to_the_enforcer_at_both_layers() {
     assert_eq!(exit["syscall"]["ret"], -EPERM);
     // The LSM programs count; the syscall layer does not count the same call again.
     assert_eq!(counters(&cgroup, "settime"), (0, 1, 0));
+
+    // A denial the kernel reports with another errno (the keys code: ENOKEY) is still this
+    // enforcer's.
+    enforcer_ok(&[
+        "attach",
+        "--cgroup",
+        cgroup.arg(),
+        "--layer",
+        "both",
+        "--deny",
+        "keyctl",
+    ]);
+    let refused = probe(Some(&cgroup), &["add-key", "sys-lsm-key", "x"]);
+    assert_eq!(refused.errno(), ENOKEY, "{refused:?}");
+    let events = events_of(&tail, refused.pid());
+    let syscall = by_source(&events, "syscall");
+    assert_eq!(syscall.len(), 1, "{events:?}");
+    assert_eq!(
+        syscall[0]["enforcer"]["refused_by"], "enforcer",
+        "{events:?}"
+    );
+    assert_eq!(syscall[0]["enforcer"]["syscall"]["ret"], -ENOKEY);
 }
 
 #[test]

@@ -530,3 +530,88 @@ fn the_layer_detaches_with_the_last_policy_that_wants_it() {
         "the layer stays attached with no policy wanting it"
     );
 }
+
+#[test]
+fn record_tallies_a_workload_and_suggests_the_strictest_policy() {
+    let Some(_serial) = native() else { return };
+    let cgroup = Cgroup::new("enforcer-t6-record");
+    let record = Command::new(enforcer_bin())
+        .args([
+            "record",
+            "--cgroup",
+            cgroup.arg(),
+            "--duration",
+            "3s",
+            "--suggest",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start record");
+    thread::sleep(Duration::from_millis(1000));
+    let inside = ["--cgroup", cgroup.arg()];
+    // settimeofday(NULL, NULL) succeeds; a keyctl refused by seccomp; an invalid clock id fails.
+    assert_eq!(probe(&inside, &raw(SETTIMEOFDAY, &[0, 0])).errno(), 0);
+    let mut seccomp = inside.to_vec();
+    seccomp.extend(["--seccomp-eperm", "250"]);
+    assert_eq!(
+        probe(&seccomp, &raw(250, &[0, -1, 0])).errno(),
+        libc::EPERM as i64
+    );
+    assert_ne!(probe(&inside, &raw(227, &[-1, 0])).errno(), 0);
+    let output = record.wait_with_output().expect("record");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    let row = |op: &str| {
+        stderr
+            .lines()
+            .find(|line| line.starts_with(op))
+            .unwrap_or_else(|| panic!("no {op} row: {stderr}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    // OPERATION CALLS SUCCEEDED FAILED REFUSED...
+    assert_eq!(row("settime")[1..4], ["2", "1", "1"], "{stderr}");
+    assert_eq!(
+        row("keyctl")[1..6],
+        ["1", "0", "0", "1", "seccomp"],
+        "{stderr}"
+    );
+    assert_eq!(row("mount")[1..4], ["0", "0", "0"], "{stderr}");
+    assert!(
+        stdout.contains(&format!("  - cgroup: {}\n", cgroup.arg())),
+        "{stdout}"
+    );
+    assert!(stdout.contains("    deny: [mount, keyctl]\n"), "{stdout}");
+    assert!(stdout.contains("    audit: [settime]\n"), "{stdout}");
+    // The recording policy is gone, and with it the layer.
+    assert!(!syscall_link_pinned());
+}
+
+#[test]
+fn record_refuses_a_cgroup_with_a_policy_and_leaves_it() {
+    let Some(_serial) = native() else { return };
+    let cgroup = Cgroup::new("enforcer-t6-record-taken");
+    enforcer_ok(&[
+        "attach",
+        "--cgroup",
+        cgroup.arg(),
+        "--layer",
+        "syscall",
+        "--kill",
+        "mount",
+    ]);
+    let run = enforcer(&["record", "--cgroup", cgroup.arg(), "--duration", "1s"]);
+    assert_eq!(run.status.code(), Some(4), "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("already has a policy"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(counters(&cgroup, "mount"), (0, 0, 0));
+    let list = enforcer_ok(&["list", "--json"]);
+    assert!(list.contains("\"action\":\"kill\""), "policy kept: {list}");
+}
