@@ -32,8 +32,8 @@ use aya::{
     programs::{Lsm, Program, ProgramError, RawTracePoint, links::FdLink, links::PinnedLink},
 };
 use enforcer_common::{
-    ABI_VERSION, Attach, Config, Counters, HOOKS, HookSpec, KernelLayout, Policy, PolicyIndex,
-    SYSCALL_HOOKS, policy_flags,
+    ABI_VERSION, Attach, Config, Counters, HOOKS, Hook, HookSpec, KernelLayout, Policy,
+    PolicyIndex, SYSCALL_HOOKS, policy_flags,
 };
 use nix::fcntl::{Flock, FlockArg};
 use thiserror::Error;
@@ -1318,6 +1318,20 @@ pub fn probe_syscall_layer() -> Result<(), LoaderError> {
 // ---------------------------------------------------------------------------------------------
 // Benches, policies, switches, reset.
 
+/// The do-nothing programs on the syscall layer's tracepoints, for benches.
+const EMPTY_SYSCALL: [HookSpec; 2] = [
+    HookSpec {
+        hook: Hook::SysEnter,
+        program: "empty_sys_enter",
+        attach: Attach::RawTracepoint("sys_enter"),
+    },
+    HookSpec {
+        hook: Hook::SysExit,
+        program: "empty_sys_exit",
+        attach: Attach::RawTracepoint("sys_exit"),
+    },
+];
+
 /// Attaches the do-nothing program `empty_<hook>` and pins its link under
 /// `/sys/fs/bpf/enforcer-bench/<hook>` (remove the file to detach). For benches only.
 pub fn attach_empty(hook: &str) -> Result<PathBuf, LoaderError> {
@@ -1328,6 +1342,21 @@ pub fn attach_empty(hook: &str) -> Result<PathBuf, LoaderError> {
         .btf(Some(&btf))
         .load(object())
         .map_err(|err| bpf_err("cannot load the BPF object", err))?;
+    let dir = Path::new(BPF_FS).join("enforcer-bench");
+    if let Some(spec) = EMPTY_SYSCALL
+        .iter()
+        .find(|spec| spec.attach.point() == hook)
+    {
+        // The syscall layer's tracepoints (#6): what the kernel's tracing path costs alone.
+        verify_program(&mut ebpf, &btf, spec)?;
+        let link = attach(&mut ebpf, spec)?;
+        fs::create_dir_all(&dir)
+            .map_err(|err| io_err(format!("cannot create {}", dir.display()), err))?;
+        let path = dir.join(hook);
+        link.pin(&path)
+            .map_err(|err| bpf_err(format!("cannot pin {}", path.display()), err))?;
+        return Ok(path);
+    }
     let name = format!("empty_{hook}");
     let program: &mut Lsm = ebpf
         .program_mut(&name)
@@ -1343,7 +1372,6 @@ pub fn attach_empty(hook: &str) -> Result<PathBuf, LoaderError> {
     let link = program
         .take_link(link_id)
         .map_err(|err| bpf_err(format!("cannot take link of {name}"), err))?;
-    let dir = Path::new(BPF_FS).join("enforcer-bench");
     fs::create_dir_all(&dir)
         .map_err(|err| io_err(format!("cannot create {}", dir.display()), err))?;
     let path = dir.join(hook);

@@ -55,7 +55,8 @@ enum Command {
     /// Benches only: event mode of the programs (`normal`, `none`, `wakeup-each`).
     #[command(hide = true)]
     BenchEvents { mode: String },
-    /// Attach a do-nothing program to an LSM hook (`settime` or `capable`), for benches.
+    /// Attach a do-nothing program to an LSM hook (`settime` or `capable`) or a syscall-layer
+    /// tracepoint (`sys_enter`, `sys_exit`), for benches.
     #[command(hide = true)]
     BenchEmpty {
         #[arg(long)]

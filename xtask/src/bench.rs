@@ -36,8 +36,12 @@ pub enum Bench {
 }
 
 /// `bench syscalls` configs: (config, label).
-const SYSCALL_CONFIGS: [(&str, &str); 8] = [
+const SYSCALL_CONFIGS: [(&str, &str); 9] = [
     ("sc-getpid-none", "getpid, no programs"),
+    (
+        "sc-getpid-empty",
+        "getpid, empty programs on sys_enter/sys_exit",
+    ),
     ("sc-getpid-lsm", "getpid, LSM programs only"),
     (
         "sc-getpid-layer",

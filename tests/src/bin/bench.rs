@@ -160,6 +160,15 @@ fn syscalls() -> Result<()> {
 
     bench("sc-getpid-none", ITERS, Want::Success, getpid)?;
     bench("sc-read-none", ITERS, Want::Success, read1)?;
+    // The kernel's tracing path alone: do-nothing programs on both tracepoints.
+    for hook in ["sys_enter", "sys_exit"] {
+        enforcer(&["bench-empty", "--hook", hook])?;
+    }
+    bench("sc-getpid-empty", ITERS, Want::Success, getpid)?;
+    for hook in ["sys_enter", "sys_exit"] {
+        let pin = format!("{EMPTY_PIN_DIR}/{hook}");
+        fs::remove_file(&pin).with_context(|| format!("rm {pin}"))?;
+    }
     fs::create_dir_all(POLICY).with_context(|| format!("mkdir {POLICY}"))?;
     enforcer(&["attach", "--cgroup", POLICY, "--deny", "settime"])?;
     ensure!(
