@@ -73,6 +73,10 @@ pub enum Hook {
     MoveMount = 4,
     KeyAlloc = 5,
     KeyPermission = 6,
+    /// Syscall layer (#6): raw tracepoint at system call entry.
+    SysEnter = 7,
+    /// Syscall layer (#6): raw tracepoint at system call exit.
+    SysExit = 8,
 }
 
 /// Where a program attaches.
@@ -127,6 +131,22 @@ pub const HOOKS: &[HookSpec] = &[
     lsm(Hook::MoveMount, "move_mount"),
     lsm(Hook::KeyAlloc, "key_alloc"),
     lsm(Hook::KeyPermission, "key_permission"),
+];
+
+/// The syscall layer's programs (#6). Not in [`HOOKS`]: user space attaches them only while some
+/// policy has [`policy_flags::SYSCALL_LAYER`], and unpins their links when the last such policy
+/// goes, so without one no system call pays for them.
+pub const SYSCALL_HOOKS: &[HookSpec] = &[
+    HookSpec {
+        hook: Hook::SysEnter,
+        program: "sys_enter",
+        attach: Attach::RawTracepoint("sys_enter"),
+    },
+    HookSpec {
+        hook: Hook::SysExit,
+        program: "sys_exit",
+        attach: Attach::RawTracepoint("sys_exit"),
+    },
 ];
 
 /// Every operation a policy can name. Adding an operation is one row here plus one hook module in
@@ -193,6 +213,42 @@ pub mod syscalls {
             OPEN_TREE | FSOPEN | FSCONFIG | FSMOUNT | FSPICK | MOUNT_SETATTR
         )
     }
+
+    /// The operation a system call belongs to, for the syscall layer's filter at `sys_enter` and
+    /// `sys_exit`; `None` for every call the enforcer does not guard. x86_64 numbers: a 32-bit
+    /// (ia32) caller's numbers mean other calls (see the README's limits).
+    pub const fn operation(nr: i64) -> Option<crate::Operation> {
+        match nr {
+            MOUNT | UMOUNT2 | PIVOT_ROOT | OPEN_TREE | MOVE_MOUNT | FSOPEN | FSCONFIG | FSMOUNT
+            | FSPICK | MOUNT_SETATTR => Some(crate::Operation::Mount),
+            ADD_KEY | REQUEST_KEY | KEYCTL => Some(crate::Operation::Keyctl),
+            SETTIMEOFDAY | CLOCK_SETTIME | ADJTIMEX | CLOCK_ADJTIME => {
+                Some(crate::Operation::Settime)
+            }
+            _ => None,
+        }
+    }
+
+    /// Every guarded system call, for tests and tables.
+    pub const GUARDED: [i64; 17] = [
+        MOUNT,
+        UMOUNT2,
+        PIVOT_ROOT,
+        OPEN_TREE,
+        MOVE_MOUNT,
+        FSOPEN,
+        FSCONFIG,
+        FSMOUNT,
+        FSPICK,
+        MOUNT_SETATTR,
+        ADD_KEY,
+        REQUEST_KEY,
+        KEYCTL,
+        SETTIMEOFDAY,
+        CLOCK_SETTIME,
+        ADJTIMEX,
+        CLOCK_ADJTIME,
+    ];
 
     /// No argument: past the six a system call has, so `args.get(NO_ARG)` is `None`. (A plain
     /// index instead of `Option` keeps undefined payload bytes out of the BPF code, which the
@@ -274,12 +330,16 @@ impl Operation {
 
 impl Hook {
     pub fn spec(self) -> Option<&'static HookSpec> {
-        HOOKS.iter().find(|spec| spec.hook == self)
+        HOOKS
+            .iter()
+            .chain(SYSCALL_HOOKS)
+            .find(|spec| spec.hook == self)
     }
 
     pub fn from_u8(raw: u8) -> Option<Self> {
         HOOKS
             .iter()
+            .chain(SYSCALL_HOOKS)
             .map(|spec| spec.hook)
             .find(|hook| *hook as u8 == raw)
     }
@@ -316,6 +376,10 @@ pub mod policy_flags {
     /// Workload arming: a task that entered the cgroup is subject from its first exec there; the
     /// container runtime's setup before that exec is not.
     pub const ARM_EXEC: u32 = 1 << 1;
+    /// Syscall layer only (#6, `attach --layer syscall`): the LSM programs leave this policy's
+    /// cgroups alone, so it behaves the same on hosts with and without BPF LSM. Set only together
+    /// with [`SYSCALL_LAYER`].
+    pub const SYSCALL_ONLY: u32 = 1 << 2;
 }
 
 /// Byte offsets of the kernel struct fields the programs read, found by user space in the running
@@ -465,7 +529,10 @@ impl Counters {
 }
 
 /// Version of [`Event`]; the first field of every record.
-pub const EVENT_VERSION: u16 = 1;
+pub const EVENT_VERSION: u16 = 2;
+/// Size of a version 1 record (no syscall-layer block); user space still reads those, which an
+/// upgrade in place can leave in the ring buffer.
+pub const EVENT_V1_SIZE: usize = 432;
 pub const COMM_LEN: usize = 16;
 /// Bytes of each string argument an event carries (NUL-terminated, cut when longer).
 pub const EVENT_STR_LEN: usize = 96;
@@ -522,8 +589,50 @@ pub struct Event {
     /// when the call has none there or it could not be read. As the caller wrote them: a
     /// relative path stays relative.
     pub strings: [[u8; EVENT_STR_LEN]; 3],
+    // Syscall layer (#6), new in version 2.
+    /// Which program reported: [`source`].
+    pub source: u8,
+    /// Who refused the call, by [`refused_by`]: set when the enforcer's LSM program denied it,
+    /// or when a syscall-layer event saw EPERM/EACCES come back.
+    pub refused_by: u8,
+    pub _pad2: [u8; 6],
+    /// The system call's return value (`sys_exit`); for LSM events the hook's return value.
+    pub ret: i64,
 }
-const _: () = assert!(core::mem::size_of::<Event>() == 432);
+const _: () = assert!(core::mem::size_of::<Event>() == 448);
+
+/// Values of [`Event::source`].
+pub mod source {
+    /// A BPF LSM hook decided (the call had not finished).
+    pub const LSM: u8 = 0;
+    /// The syscall layer reported at `sys_exit`, with the call's return value.
+    pub const SYSCALL: u8 = 1;
+}
+
+/// Values of [`Event::refused_by`]: which layer made a call fail with EPERM/EACCES.
+pub mod refused_by {
+    /// Not refused (or refused with another errno).
+    pub const NONE: u8 = 0;
+    /// This enforcer's LSM program (its own verdict).
+    pub const ENFORCER: u8 = 1;
+    /// The task's seccomp filter (the call never reached `sys_enter`).
+    pub const SECCOMP: u8 = 2;
+    /// The task lacks the capability the call needs (`CAP_SYS_ADMIN` for the mount family,
+    /// `CAP_SYS_TIME` for clock changes) in its effective set.
+    pub const CAPABILITY: u8 = 3;
+    /// Something else: another LSM (AppArmor, SELinux, Landlock...) or the kernel's own checks.
+    pub const OTHER: u8 = 4;
+
+    pub const fn name(value: u8) -> Option<&'static str> {
+        match value {
+            ENFORCER => Some("enforcer"),
+            SECCOMP => Some("seccomp"),
+            CAPABILITY => Some("capability"),
+            OTHER => Some("other"),
+            _ => None,
+        }
+    }
+}
 
 #[cfg(feature = "user")]
 mod user {
@@ -558,6 +667,19 @@ mod tests {
         for spec in HOOKS {
             assert!(spec.program.len() <= 15, "{} is too long", spec.program);
         }
+    }
+
+    #[test]
+    fn every_guarded_call_has_a_name_and_an_operation() {
+        for nr in syscalls::GUARDED {
+            assert!(syscalls::name(nr).is_some(), "{nr}");
+            assert!(syscalls::operation(nr).is_some(), "{nr}");
+        }
+        for nr in [0, 39, 1, -1, 443] {
+            assert_eq!(syscalls::operation(nr), None, "{nr}");
+        }
+        assert!(SYSCALL_HOOKS.iter().all(|spec| spec.program.len() <= 15));
+        assert_eq!(Hook::SysExit.name(), "sys_exit");
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod layout;
 mod maps;
 mod mount;
 mod policy;
+mod syscall;
 mod time;
 
 #[cfg(not(test))]

@@ -1,7 +1,7 @@
 //! Every map of the object. Names stay under 15 bytes (the kernel cuts longer ones).
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use enforcer_common::{Config, Counters, Policy, PolicyIndex};
 
@@ -34,3 +34,11 @@ pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 /// build notice that the pinned programs are not its own and replace them.
 #[map(name = "BUILD")]
 pub static BUILD: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Syscall layer (#6): thread id -> the guarded call it is in, from `sys_enter` to `sys_exit`, for
+/// threads in a cgroup whose policy wants the syscall layer. LRU, so a thread that never reaches
+/// `sys_exit` (the layer detached mid-call) cannot fill it. Pinned, so the LSM programs and the
+/// syscall programs (loaded at different times) share it.
+#[map(name = "SYS_INFLIGHT")]
+pub static SYS_INFLIGHT: LruHashMap<u32, crate::syscall::Inflight> =
+    LruHashMap::with_max_entries(16384, 0);

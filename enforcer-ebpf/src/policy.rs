@@ -15,14 +15,14 @@ use aya_ebpf::{
 use aya_log_ebpf::info;
 use enforcer_common::{
     Action, COMM_LEN, EVENT_STR_LEN, EVENT_VERSION, Event, Hook, LEVEL_UNUSED, MAX_POLICY_LEVELS,
-    Operation, Policy, config, string_slot, syscalls,
+    Operation, Policy, config, policy_flags, refused_by, source, string_slot, syscalls,
 };
 
 use crate::layout;
 use crate::maps::{CONFIG, COUNTERS, DROPPED, EVENTS, POLICIES, POLICY_INDEX};
 
 const EPERM: i32 = 1;
-const SIGKILL: u32 = 9;
+pub(crate) const SIGKILL: u32 = 9;
 
 /// What a hook returns to the kernel.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -52,8 +52,19 @@ pub struct Syscall {
 }
 
 impl Syscall {
+    /// A call recorded earlier (the syscall layer's entry record), made by the current task.
     #[inline(always)]
-    fn current() -> Self {
+    pub(crate) fn recorded(nr: i64, args: [u64; 6]) -> Self {
+        Self {
+            nr,
+            args,
+            // SAFETY: plain helper call.
+            task: unsafe { bpf_get_current_task_btf() }.cast(),
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn current() -> Self {
         // SAFETY: bpf_task_pt_regs returns a BTF-typed pointer to the task's saved user
         // registers; the verifier turns these field loads into fault-safe loads, far cheaper than
         // copying the whole struct with probe_read.
@@ -77,9 +88,36 @@ impl Syscall {
 }
 
 /// The policy that applies to the caller.
-struct Decision {
-    action: Action,
-    policy_cgroup_id: u64,
+pub(crate) struct Decision {
+    pub(crate) action: Action,
+    pub(crate) policy_cgroup_id: u64,
+    /// The policy's [`policy_flags`].
+    pub(crate) flags: u32,
+}
+
+/// How the call turned out, as the event reports it (the syscall layer's block of [`Event`]).
+pub(crate) struct Outcome {
+    pub(crate) source: u8,
+    pub(crate) refused_by: u8,
+    pub(crate) errno: i32,
+    pub(crate) ret: i64,
+}
+
+impl Outcome {
+    #[inline(always)]
+    fn lsm(verdict: Verdict) -> Self {
+        let denied = verdict == Verdict::Deny;
+        Self {
+            source: source::LSM,
+            refused_by: if denied {
+                refused_by::ENFORCER
+            } else {
+                refused_by::NONE
+            },
+            errno: if denied { EPERM } else { 0 },
+            ret: verdict.retval() as i64,
+        }
+    }
 }
 
 /// Decides `op` for the current task and reports the decision.
@@ -98,7 +136,8 @@ pub fn enforce(
     let Some(decision) = decide(op) else {
         return Verdict::Allow;
     };
-    if decision.action == Action::Allow {
+    // A syscall-layer-only policy is the syscall programs' to act on (#6).
+    if decision.action == Action::Allow || decision.flags & policy_flags::SYSCALL_ONLY != 0 {
         return Verdict::Allow;
     }
     let syscall = Syscall::current();
@@ -114,6 +153,10 @@ pub fn enforce(
         unsafe { bpf_send_signal(SIGKILL) };
     }
     count(op, &decision);
+    // Where the syscall layer watches this caller too, its exit names this enforcer (#6).
+    if verdict == Verdict::Deny && decision.flags & policy_flags::SYSCALL_LAYER != 0 {
+        crate::syscall::note_lsm_denial();
+    }
     let flags = CONFIG.get(0).map_or(0, |c| c.flags);
     if flags & config::BENCH_NO_EVENTS == 0 {
         // No wakeup per event: a deny storm must not pay for waking the consumer on every call.
@@ -128,7 +171,7 @@ pub fn enforce(
             hook,
             hook_arg,
             &decision,
-            verdict,
+            &Outcome::lsm(verdict),
             &syscall,
             submit as u64,
         );
@@ -153,7 +196,7 @@ pub fn enforce(
 /// that hold policies, so the cost does not grow with the caller's own depth, and for a caller
 /// outside every policy it is one ancestor id and one filter bit per such depth: no hash lookup.
 #[inline(always)]
-fn decide(op: Operation) -> Option<Decision> {
+pub(crate) fn decide(op: Operation) -> Option<Decision> {
     let index = POLICY_INDEX.get(0)?;
     let count = index.count as usize;
     let mut nearest: Option<(u32, u64, &Policy)> = None;
@@ -179,11 +222,23 @@ fn decide(op: Operation) -> Option<Decision> {
     nearest.map(|(_, id, policy)| Decision {
         action: policy.action(op),
         policy_cgroup_id: id,
+        flags: policy.flags,
     })
 }
 
+/// The counters' row of `action`, masked to the four rows where the verifier can see it. The byte
+/// is read volatile so the compiler keeps the mask: it knows an `Action` is below 4 and would
+/// drop it, and when the byte was spilled to the stack before its range check, 6.1's verifier
+/// then saw an index up to 255.
 #[inline(always)]
-fn count(op: Operation, decision: &Decision) {
+fn action_row(action: Action) -> usize {
+    // SAFETY: reads the one byte of a live `#[repr(u8)]` value.
+    let raw = unsafe { core::ptr::read_volatile((&action as *const Action).cast::<u8>()) };
+    raw as usize & 3
+}
+
+#[inline(always)]
+pub(crate) fn count(op: Operation, decision: &Decision) {
     // User space creates the counter entry before the policy and removes it after, so a miss only
     // happens in that window; there is nothing better to do then than not count.
     let Some(counters) = COUNTERS.get_ptr_mut(decision.policy_cgroup_id) else {
@@ -193,7 +248,7 @@ fn count(op: Operation, decision: &Decision) {
     let counters = unsafe { &mut *counters };
     if let Some(count) = counters
         .by_action
-        .get_mut(decision.action as usize)
+        .get_mut(action_row(decision.action))
         .and_then(|row| row.get_mut(op as usize))
     {
         *count += 1;
@@ -201,12 +256,12 @@ fn count(op: Operation, decision: &Decision) {
 }
 
 #[inline(always)]
-fn emit(
+pub(crate) fn emit(
     op: Operation,
     hook: Hook,
     hook_arg: i64,
     decision: &Decision,
-    verdict: Verdict,
+    outcome: &Outcome,
     syscall: &Syscall,
     submit_flags: u64,
 ) {
@@ -226,10 +281,7 @@ fn emit(
     event.hook = hook as u8;
     event.action = decision.action as u8;
     event._pad0 = [0; 3];
-    event.errno = match verdict {
-        Verdict::Allow => 0,
-        Verdict::Deny => EPERM,
-    };
+    event.errno = outcome.errno;
     event._pad1 = 0;
     // The ids and the name are read from the task itself at the offsets user space found in this
     // kernel's BTF. The helpers cost far more (measured on 6.12: bpf_get_current_uid_gid 109
@@ -279,6 +331,10 @@ fn emit(
     read_string_arg(&mut event.strings[string_slot::SOURCE], syscall, source);
     read_string_arg(&mut event.strings[string_slot::TARGET], syscall, target);
     read_string_arg(&mut event.strings[string_slot::FS_TYPE], syscall, fs_type);
+    event.source = outcome.source;
+    event.refused_by = outcome.refused_by;
+    event._pad2 = [0; 6];
+    event.ret = outcome.ret;
     entry.submit(submit_flags);
 }
 

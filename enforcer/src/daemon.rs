@@ -250,6 +250,10 @@ mod tests {
             hook_arg: 25,
             requested_sec: -1,
             strings: [[0; enforcer_common::EVENT_STR_LEN]; 3],
+            source: 0,
+            refused_by: 0,
+            _pad2: [0; 6],
+            ret: 0,
         }
     }
 

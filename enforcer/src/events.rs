@@ -1,7 +1,10 @@
 //! Decoding violation records from the ring buffer and formatting them for people and machines.
 use std::time::{Duration, SystemTime};
 
-use enforcer_common::{Action, EVENT_VERSION, Event, Hook, Operation, caps, string_slot, syscalls};
+use enforcer_common::{
+    Action, EVENT_V1_SIZE, EVENT_VERSION, Event, Hook, Operation, caps, refused_by, source,
+    string_slot, syscalls,
+};
 use serde_json::json;
 use thiserror::Error;
 
@@ -11,23 +14,48 @@ use crate::cgroup::PathCache;
 pub enum DecodeError {
     #[error("event record of {0} bytes, expected {1}")]
     Size(usize, usize),
-    #[error("event record version {0}, this build reads version {EVENT_VERSION}")]
+    #[error("event record version {0}, this build reads versions 1 to {EVENT_VERSION}")]
     Version(u16),
 }
 
 /// Copies a record out of the ring buffer (which gives no alignment guarantee for `Event`).
+/// Version 1 records (an older build's programs, until an upgrade in place replaced them) are
+/// read too: they are version 2 without the syscall-layer block at the end, all LSM events.
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let size = size_of::<Event>();
-    if bytes.len() < size {
-        return Err(DecodeError::Size(bytes.len(), size));
+    let version = match bytes.get(..2) {
+        Some(raw) => u16::from_ne_bytes([raw[0], raw[1]]),
+        None => return Err(DecodeError::Size(bytes.len(), size)),
+    };
+    let have = match version {
+        1 => EVENT_V1_SIZE,
+        EVENT_VERSION => size,
+        other => return Err(DecodeError::Version(other)),
+    };
+    if bytes.len() < have {
+        return Err(DecodeError::Size(bytes.len(), have));
     }
-    // SAFETY: `Event` is plain old data (integers only, explicit padding) and `bytes` holds at
-    // least `size_of::<Event>()` bytes; read_unaligned copes with any alignment.
-    let event = unsafe { bytes.as_ptr().cast::<Event>().read_unaligned() };
-    if event.version != EVENT_VERSION {
-        return Err(DecodeError::Version(event.version));
+    let mut full = [0u8; size_of::<Event>()];
+    full[..have].copy_from_slice(&bytes[..have]);
+    // SAFETY: `Event` is plain old data (integers only, explicit padding), so any bytes are a
+    // valid value; read_unaligned copes with the array's alignment.
+    let mut event = unsafe { full.as_ptr().cast::<Event>().read_unaligned() };
+    if version == 1 {
+        event.version = EVENT_VERSION;
+        event.source = source::LSM;
+        event.refused_by = if event.errno != 0 {
+            refused_by::ENFORCER
+        } else {
+            refused_by::NONE
+        };
+        event.ret = -i64::from(event.errno);
     }
     Ok(event)
+}
+
+/// Which layer refused the call (`-` when it was not refused with EPERM/EACCES).
+pub fn refused_by_name(event: &Event) -> &'static str {
+    refused_by::name(event.refused_by).unwrap_or("-")
 }
 
 /// Converts `CLOCK_MONOTONIC` nanoseconds (the kernel's `bpf_ktime_get_ns`) to wall-clock time.
@@ -80,7 +108,7 @@ fn op_name(event: &Event) -> &'static str {
     Operation::from_u8(event.op).map_or("unknown", Operation::name)
 }
 
-fn hook_name(event: &Event) -> &'static str {
+pub fn hook_name(event: &Event) -> &'static str {
     Hook::from_u8(event.hook).map_or("unknown", Hook::name)
 }
 
@@ -135,7 +163,7 @@ pub fn detail(event: &Event) -> String {
     let source = string(event, string_slot::SOURCE);
     let target = string(event, string_slot::TARGET);
     let fs_type = string(event, string_slot::FS_TYPE);
-    let words: Vec<String> = match event.syscall {
+    let mut words: Vec<String> = match event.syscall {
         syscalls::SETTIMEOFDAY | syscalls::CLOCK_SETTIME => match requested_time(event) {
             Some(when) => vec![call, "to".into(), when],
             None => vec![call],
@@ -150,6 +178,14 @@ pub fn detail(event: &Event) -> String {
         ],
         _ => vec![call, fs_type, target],
     };
+    if event.source == source::SYSCALL {
+        // The syscall layer saw the call return: `= 0`, `= -1 EPERM`.
+        words.push(if event.errno != 0 {
+            format!("= -1 {:?}", nix::errno::Errno::from_raw(event.errno))
+        } else {
+            format!("= {}", event.ret)
+        });
+    }
     words
         .into_iter()
         .filter(|w| !w.is_empty())
@@ -202,7 +238,7 @@ impl Rendered {
     }
 
     /// The columns of a tail line, before alignment and colour.
-    pub fn columns(&self) -> [String; 7] {
+    pub fn columns(&self) -> [String; 8] {
         let e = &self.event;
         [
             humantime::format_rfc3339_millis(self.time).to_string(),
@@ -211,6 +247,7 @@ impl Rendered {
             comm(e),
             op_name(e).to_owned(),
             self.action().name().to_uppercase(),
+            refused_by_name(e).to_owned(),
             detail(e),
         ]
     }
@@ -234,8 +271,10 @@ impl Rendered {
                 "errno": e.errno,
                 "detail": detail(e),
                 "policy_cgroup_id": e.policy_cgroup_id,
-                "syscall": { "nr": e.syscall, "name": syscalls::name(e.syscall), "args": e.args },
+                "syscall": { "nr": e.syscall, "name": syscalls::name(e.syscall), "args": e.args, "ret": e.ret },
                 "hook_arg": e.hook_arg,
+                "source": if e.source == source::SYSCALL { "syscall" } else { "lsm" },
+                "refused_by": refused_by::name(e.refused_by),
             },
             "process": {
                 "pid": e.pid,
@@ -284,6 +323,10 @@ mod tests {
             hook_arg: 25,
             requested_sec: 1_893_456_000,
             strings: [[0; enforcer_common::EVENT_STR_LEN]; 3],
+            source: source::LSM,
+            refused_by: refused_by::ENFORCER,
+            _pad2: [0; 6],
+            ret: -1,
         }
     }
 
@@ -318,14 +361,60 @@ mod tests {
     #[test]
     fn refuses_short_and_foreign_records() {
         assert_eq!(
-            decode(&[0; 8]).unwrap_err(),
+            decode(&bytes(&sample())[..8]).unwrap_err(),
             DecodeError::Size(8, size_of::<Event>())
+        );
+        assert_eq!(
+            decode(&[1]).unwrap_err(),
+            DecodeError::Size(1, size_of::<Event>())
+        );
+        let mut v1 = bytes(&sample());
+        v1[0..2].copy_from_slice(&1u16.to_ne_bytes());
+        assert_eq!(
+            decode(&v1[..EVENT_V1_SIZE - 1]).unwrap_err(),
+            DecodeError::Size(EVENT_V1_SIZE - 1, EVENT_V1_SIZE)
         );
         let mut other = sample();
         other.version = 99;
         assert_eq!(
             decode(&bytes(&other)).unwrap_err(),
             DecodeError::Version(99)
+        );
+    }
+
+    #[test]
+    fn reads_version_1_records_as_lsm_events() {
+        let mut v1 = bytes(&sample());
+        v1.truncate(EVENT_V1_SIZE);
+        v1[0..2].copy_from_slice(&1u16.to_ne_bytes());
+        let event = decode(&v1).unwrap();
+        assert_eq!(event.version, EVENT_VERSION);
+        assert_eq!(event.pid, 42);
+        assert_eq!(event.source, source::LSM);
+        assert_eq!(refused_by_name(&event), "enforcer");
+        assert_eq!(event.ret, -1);
+    }
+
+    #[test]
+    fn json_names_the_layer_that_refused() {
+        let mut event = sample();
+        event.source = source::SYSCALL;
+        event.hook = Hook::SysExit as u8;
+        event.refused_by = refused_by::SECCOMP;
+        let rendered = Rendered {
+            time: SystemTime::UNIX_EPOCH,
+            cgroup_path: "/demo".into(),
+            event,
+        };
+        let value = rendered.json();
+        assert_eq!(value["enforcer"]["source"], "syscall");
+        assert_eq!(value["enforcer"]["refused_by"], "seccomp");
+        assert_eq!(value["enforcer"]["hook"], "sys_exit");
+        assert_eq!(value["enforcer"]["syscall"]["ret"], -1);
+        assert_eq!(rendered.columns()[6], "seccomp");
+        assert_eq!(
+            rendered.columns()[7],
+            "settimeofday to 2030-01-01T00:00:00Z = -1 EPERM"
         );
     }
 

@@ -32,7 +32,8 @@ use aya::{
     programs::{Lsm, Program, ProgramError, RawTracePoint, links::FdLink, links::PinnedLink},
 };
 use enforcer_common::{
-    ABI_VERSION, Attach, Config, Counters, HOOKS, HookSpec, KernelLayout, Policy, PolicyIndex,
+    ABI_VERSION, Attach, Config, Counters, HOOKS, Hook, HookSpec, KernelLayout, Policy,
+    PolicyIndex, SYSCALL_HOOKS, policy_flags,
 };
 use nix::fcntl::{Flock, FlockArg};
 use thiserror::Error;
@@ -63,6 +64,9 @@ const MAPS: [&str; 6] = [
 ];
 /// Which build's programs the links hold; pinned too, but not needed to use the others.
 const MAP_BUILD: &str = "BUILD";
+/// The syscall layer's per-thread records (#6), shared by its programs and the LSM programs,
+/// which are loaded at different times: pinned, but not needed to use the others.
+const MAP_SYS_INFLIGHT: &str = "SYS_INFLIGHT";
 
 #[derive(Debug, Error)]
 pub enum LoaderError {
@@ -280,8 +284,13 @@ impl Pins {
     }
 
     fn complete(&self) -> bool {
-        HOOKS.iter().all(|spec| self.link(spec.program).exists())
-            && MAPS.iter().all(|name| self.map(name).exists())
+        HOOKS.iter().all(|spec| self.link(spec.program).exists()) && self.maps_present()
+    }
+
+    /// The maps are pinned: policies can be read and set, events consumed. True in syscall-layer
+    /// mode (#6) too, where no LSM program is attached.
+    fn maps_present(&self) -> bool {
+        MAPS.iter().all(|name| self.map(name).exists())
     }
 
     /// The build whose programs the links hold, as recorded in `BUILD`.
@@ -448,8 +457,16 @@ impl Installed {
     }
 }
 
-/// [`install`], also saying what it did. Each step of an upgrade prints one line on stderr.
-pub fn install_reporting(_lock: &StateLock) -> Result<(PolicyMaps, Installed), LoaderError> {
+/// [`install`], also saying what it did. Each step of an upgrade prints one line on stderr. The
+/// syscall layer is brought in line with the policies afterwards (a migration does not carry its
+/// links over).
+pub fn install_reporting(lock: &StateLock) -> Result<(PolicyMaps, Installed), LoaderError> {
+    let (maps, installed) = install_lsm(lock)?;
+    sync_syscall_layer(&maps)?;
+    Ok((maps, installed))
+}
+
+fn install_lsm(_lock: &StateLock) -> Result<(PolicyMaps, Installed), LoaderError> {
     require_root()?;
     refuse_newer_layouts()?;
     let pins = Pins::new();
@@ -533,7 +550,7 @@ fn prepare_kernel() -> Result<(), LoaderError> {
 pub fn open_policy_maps_existing() -> Result<PolicyMaps, LoaderError> {
     require_root()?;
     let pins = Pins::new();
-    if !pins.complete() {
+    if !pins.maps_present() {
         return Err(not_installed(&pins));
     }
     open_policy_maps(&pins)
@@ -542,7 +559,7 @@ pub fn open_policy_maps_existing() -> Result<PolicyMaps, LoaderError> {
 pub fn open_event_maps() -> Result<EventMaps, LoaderError> {
     require_root()?;
     let pins = Pins::new();
-    if !pins.complete() {
+    if !pins.maps_present() {
         return Err(not_installed(&pins));
     }
     Ok(EventMaps {
@@ -706,7 +723,7 @@ fn load_object(pins: &Pins, btf: &Btf) -> Result<Ebpf, LoaderError> {
     let mut loader = EbpfLoader::new();
     loader.btf(Some(btf));
     loader.override_global("LAYOUT", kernel_layout()?, true);
-    for name in MAPS.into_iter().chain([MAP_BUILD]) {
+    for name in MAPS.into_iter().chain([MAP_BUILD, MAP_SYS_INFLIGHT]) {
         loader.map_pin_path(name, pins.map(name));
     }
     loader
@@ -866,6 +883,14 @@ fn replace_programs(pins: &Pins) -> Result<Replaced, LoaderError> {
         let btf = Btf::from_sys_fs().map_err(|err| LoaderError::NoBtf(err.to_string()))?;
         let mut ebpf = load_object(pins, &btf)?;
         verify_programs(&mut ebpf, &btf)?;
+        // The syscall layer's links, where pinned, are replaced with the rest (#6).
+        let on_demand: Vec<&HookSpec> = SYSCALL_HOOKS
+            .iter()
+            .filter(|spec| fs::symlink_metadata(pins.link(spec.program)).is_ok())
+            .collect();
+        for spec in &on_demand {
+            verify_program(&mut ebpf, &btf, spec)?;
+        }
         let mut done = Replaced {
             replaced: 0,
             added: 0,
@@ -891,6 +916,15 @@ fn replace_programs(pins: &Pins) -> Result<Replaced, LoaderError> {
                 }
                 Err(err) => return Err(err),
             }
+        }
+        for spec in on_demand {
+            let link = attach(&mut ebpf, spec)?;
+            swap_link(
+                link,
+                &pins.staged_link(spec.program),
+                &pins.link(spec.program),
+            )?;
+            done.replaced += 1;
         }
         write_build(pins, our_build())?;
         Ok(done)
@@ -1175,7 +1209,128 @@ fn migrate(pins: &Pins, from: u32) -> Result<(), LoaderError> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The syscall layer (#6).
+
+/// Syscall-layer mode: makes sure this layout's maps are pinned without loading any LSM program,
+/// for hosts that refuse BPF LSM. LSM programs pinned already are left as they are. The caller
+/// holds the [`StateLock`].
+pub fn install_maps(lock: &StateLock) -> Result<PolicyMaps, LoaderError> {
+    require_root()?;
+    refuse_newer_layouts()?;
+    let pins = Pins::new();
+    if pins.complete() {
+        // LSM programs are pinned: the full install keeps them current.
+        return install(lock);
+    }
+    if !pins.maps_present() {
+        if let Some(found) = pinned_layouts().into_iter().rfind(|v| *v < layout()) {
+            return Err(LoaderError::OlderLayout {
+                dir: Pins::of(found).dir.display().to_string(),
+                found,
+                ours: layout(),
+            });
+        }
+        ensure_bpffs()?;
+        let fresh = !pins.dir.exists();
+        pins.create_dirs()?;
+        // Loading the object creates the maps and pins them; no program goes into the kernel.
+        let loaded = Btf::from_sys_fs()
+            .map_err(|err| LoaderError::NoBtf(err.to_string()))
+            .and_then(|btf| load_object(&pins, &btf));
+        if let Err(err) = loaded {
+            if fresh {
+                let _ = fs::remove_dir_all(&pins.dir);
+            }
+            return Err(err);
+        }
+    }
+    let maps = open_policy_maps(&pins)?;
+    sync_syscall_layer(&maps)?;
+    Ok(maps)
+}
+
+/// True when some policy in `maps` wants the syscall layer.
+pub fn syscall_layer_wanted(maps: &PolicyMaps) -> Result<bool, LoaderError> {
+    Ok(maps
+        .policies()?
+        .iter()
+        .any(|(_, policy)| policy.flags & policy_flags::SYSCALL_LAYER != 0))
+}
+
+/// Attaches the syscall layer's programs while some policy wants them and unpins their links when
+/// none does, so that without such a policy no system call pays for a `sys_enter` program. The
+/// caller holds the [`StateLock`]; called after every policy change.
+pub fn sync_syscall_layer(maps: &PolicyMaps) -> Result<(), LoaderError> {
+    let pins = Pins::new();
+    let wanted = syscall_layer_wanted(maps)?;
+    if wanted {
+        let missing: Vec<&HookSpec> = SYSCALL_HOOKS
+            .iter()
+            .filter(|spec| !pins.link(spec.program).exists())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let btf = Btf::from_sys_fs().map_err(|err| LoaderError::NoBtf(err.to_string()))?;
+        let mut ebpf = load_object(&pins, &btf)?;
+        for spec in &missing {
+            verify_program(&mut ebpf, &btf, spec)?;
+        }
+        // Exit before entry: an entry record must always find its exit program.
+        for spec in missing.into_iter().rev() {
+            let link = attach(&mut ebpf, spec)?;
+            swap_link(
+                link,
+                &pins.staged_link(spec.program),
+                &pins.link(spec.program),
+            )?;
+        }
+    } else {
+        // Entry first, for the same reason.
+        for spec in SYSCALL_HOOKS {
+            let link = pins.link(spec.program);
+            if fs::symlink_metadata(&link).is_ok() {
+                fs::remove_file(&link)
+                    .map_err(|err| io_err(format!("cannot remove {}", link.display()), err))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether this kernel runs the syscall layer: loads and attaches its programs on throwaway maps
+/// and lets them go at once (for `enforcer check`).
+pub fn probe_syscall_layer() -> Result<(), LoaderError> {
+    require_root()?;
+    let btf = Btf::from_sys_fs().map_err(|err| LoaderError::NoBtf(err.to_string()))?;
+    let mut ebpf = EbpfLoader::new()
+        .btf(Some(&btf))
+        .override_global("LAYOUT", kernel_layout()?, true)
+        .load(object())
+        .map_err(|err| bpf_err("cannot load the BPF object", err))?;
+    for spec in SYSCALL_HOOKS {
+        verify_program(&mut ebpf, &btf, spec)?;
+        drop(attach(&mut ebpf, spec)?);
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
 // Benches, policies, switches, reset.
+
+/// The do-nothing programs on the syscall layer's tracepoints, for benches.
+const EMPTY_SYSCALL: [HookSpec; 2] = [
+    HookSpec {
+        hook: Hook::SysEnter,
+        program: "empty_sys_enter",
+        attach: Attach::RawTracepoint("sys_enter"),
+    },
+    HookSpec {
+        hook: Hook::SysExit,
+        program: "empty_sys_exit",
+        attach: Attach::RawTracepoint("sys_exit"),
+    },
+];
 
 /// Attaches the do-nothing program `empty_<hook>` and pins its link under
 /// `/sys/fs/bpf/enforcer-bench/<hook>` (remove the file to detach). For benches only.
@@ -1187,6 +1342,21 @@ pub fn attach_empty(hook: &str) -> Result<PathBuf, LoaderError> {
         .btf(Some(&btf))
         .load(object())
         .map_err(|err| bpf_err("cannot load the BPF object", err))?;
+    let dir = Path::new(BPF_FS).join("enforcer-bench");
+    if let Some(spec) = EMPTY_SYSCALL
+        .iter()
+        .find(|spec| spec.attach.point() == hook)
+    {
+        // The syscall layer's tracepoints (#6): what the kernel's tracing path costs alone.
+        verify_program(&mut ebpf, &btf, spec)?;
+        let link = attach(&mut ebpf, spec)?;
+        fs::create_dir_all(&dir)
+            .map_err(|err| io_err(format!("cannot create {}", dir.display()), err))?;
+        let path = dir.join(hook);
+        link.pin(&path)
+            .map_err(|err| bpf_err(format!("cannot pin {}", path.display()), err))?;
+        return Ok(path);
+    }
     let name = format!("empty_{hook}");
     let program: &mut Lsm = ebpf
         .program_mut(&name)
@@ -1202,7 +1372,6 @@ pub fn attach_empty(hook: &str) -> Result<PathBuf, LoaderError> {
     let link = program
         .take_link(link_id)
         .map_err(|err| bpf_err(format!("cannot take link of {name}"), err))?;
-    let dir = Path::new(BPF_FS).join("enforcer-bench");
     fs::create_dir_all(&dir)
         .map_err(|err| io_err(format!("cannot create {}", dir.display()), err))?;
     let path = dir.join(hook);
@@ -1243,7 +1412,7 @@ impl PolicyMaps {
 pub fn update_config(_lock: &StateLock, set: u32, clear: u32) -> Result<u32, LoaderError> {
     require_root()?;
     let pins = Pins::new();
-    if !pins.complete() {
+    if !pins.maps_present() {
         return Err(not_installed(&pins));
     }
     let mut config: Array<MapData, Config> = Array::try_from(open_typed(&pins, MAP_CONFIG)?)

@@ -37,6 +37,8 @@ enum Command {
     List(cmd::list::Args),
     /// Follow violation events live.
     Tail(cmd::tail::Args),
+    /// Watch a workload's guarded calls for a while; `--suggest` prints the strictest policy.
+    Record(cmd::record::Args),
     /// The node agent: keep enforcement loaded, fan events out to tails, stdout and metrics.
     Daemon(cmd::daemon::Args),
     /// Remove every program, map and policy of enforcer from the kernel.
@@ -53,7 +55,8 @@ enum Command {
     /// Benches only: event mode of the programs (`normal`, `none`, `wakeup-each`).
     #[command(hide = true)]
     BenchEvents { mode: String },
-    /// Attach a do-nothing program to an LSM hook (`settime` or `capable`), for benches.
+    /// Attach a do-nothing program to an LSM hook (`settime` or `capable`) or a syscall-layer
+    /// tracepoint (`sys_enter`, `sys_exit`), for benches.
     #[command(hide = true)]
     BenchEmpty {
         #[arg(long)]
@@ -74,6 +77,8 @@ enum Exit {
     NothingAttached = 7,
     AlreadyRunning = 8,
     DaemonGone = 9,
+    /// The action needs a layer the request did not select (`--deny` with `--layer syscall`).
+    NotInLayer = 12,
 }
 
 /// An error that is the user's to fix, with its exit code.
@@ -104,6 +109,21 @@ impl ExitError {
     pub fn daemon_gone(message: String) -> Self {
         Self {
             code: Exit::DaemonGone,
+            message,
+        }
+    }
+
+    /// The cgroup cannot be used for this (`record` on a cgroup with a policy).
+    pub fn bad_cgroup(message: String) -> Self {
+        Self {
+            code: Exit::BadCgroup,
+            message,
+        }
+    }
+
+    pub fn not_in_layer(message: String) -> Self {
+        Self {
+            code: Exit::NotInLayer,
             message,
         }
     }
@@ -162,6 +182,7 @@ fn main() -> ExitCode {
         Command::Detach(args) => cmd::detach::run(args),
         Command::List(args) => cmd::list::run(args),
         Command::Tail(args) => cmd::tail::run(args),
+        Command::Record(args) => cmd::record::run(args),
         Command::Daemon(args) => cmd::daemon::run(args),
         Command::Reset => reset(),
         Command::Check(args) => cmd::check::run(args),

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::harness::{CGROUP_ROOT, Cgroup, Tail, enforcer, enforcer_ok};
 
-const CHECKS: [&str; 7] = [
+const CHECKS: [&str; 8] = [
     "privileges",
     "kernel",
     "btf",
@@ -16,6 +16,7 @@ const CHECKS: [&str; 7] = [
     "cgroup",
     "bpffs",
     "self-test",
+    "mode",
 ];
 const PIN_BASE: &str = "/sys/fs/bpf/enforcer";
 /// The exit code for "this kernel cannot enforce".
@@ -209,6 +210,15 @@ mod nobpf {
         for name in ["privileges", "kernel", "btf", "cgroup", "bpffs"] {
             assert_eq!(entry(&doc, name)["status"], "ok", "{doc}");
         }
+        // Without BPF LSM this kernel still gets the syscall layer (#6).
+        let mode = entry(&doc, "mode");
+        assert_eq!(mode["status"], "warn", "{mode}");
+        assert!(
+            mode["detail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("syscall layer only")),
+            "{mode}"
+        );
 
         let run = enforcer(&["check"]);
         print!("{}{}", run.stdout, run.stderr);

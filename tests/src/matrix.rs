@@ -178,6 +178,50 @@ pub fn run(name: &str, case: &Case, mode: Mode) {
     );
 }
 
+/// `kill` on the syscall layer alone (#6): SIGKILL is queued at `sys_enter` and lands when the
+/// call returns to user space, so the call itself runs. Measures, per path, whether its change
+/// happened before the caller died (`KILL-SIDE-EFFECT <case> happened|prevented|unobservable`
+/// on stdout, the README's table), and holds it to what was measured: a change made by the
+/// first guarded call happens; for a sequence of calls only the first one runs.
+fn kill_at_sys_enter(name: &str, case: &Case) {
+    let name = format!("{name}-sys");
+    let fixture = Fixture {
+        scratch: Scratch::new(&name),
+        key: format!("enf-{name}"),
+        _clock: ClockGuard::new(),
+    };
+    let probe_args = (case.prepare)(&fixture);
+    let probe_args: Vec<&str> = probe_args.iter().map(String::as_str).collect();
+    let cgroup = Cgroup::new(&name);
+    enforcer_ok(&[
+        "attach",
+        "--cgroup",
+        cgroup.arg(),
+        "--layer",
+        "syscall",
+        "--kill",
+        case.op,
+    ]);
+    let attempt = probe(Some(&cgroup), &probe_args);
+    assert_eq!(attempt.signal(), Some(libc::SIGKILL), "{attempt:?}");
+    let observed =
+        (!matches!(case.effect, Effect::ProbeOnly)).then(|| happened(case.effect, &fixture, None));
+    let case_name = name.trim_end_matches("-sys");
+    println!(
+        "KILL-SIDE-EFFECT {case_name} {}",
+        match observed {
+            Some(true) => "happened",
+            Some(false) => "prevented",
+            None => "unobservable",
+        }
+    );
+    assert_eq!(
+        observed,
+        crate::syscall::kill_side_effect(case_name),
+        "the README's kill table for {case_name} no longer holds"
+    );
+}
+
 fn assert_permitted(case: &Case, fixture: &Fixture, attempt: &Probe) {
     assert_eq!(attempt.errno(), case.allowed_errno, "{attempt:?}");
     if case.allowed_errno == 0 {
@@ -197,6 +241,7 @@ macro_rules! matrix {
             #[test] fn audit() { run(stringify!($name), &CASE, Mode::Audit) }
             #[test] fn deny() { run(stringify!($name), &CASE, Mode::Deny) }
             #[test] fn kill() { run(stringify!($name), &CASE, Mode::Kill) }
+            #[test] fn syscall_kill() { kill_at_sys_enter(stringify!($name), &CASE) }
         }
     )*};
 }

@@ -42,7 +42,7 @@ const CHANGED: &str = "capable";
 /// TCG is slow: generous, but bounded.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-fn next_object() -> String {
+pub(crate) fn next_object() -> String {
     let path =
         std::env::var("ENFORCER_NEXT_BPF").unwrap_or_else(|_| "/lib/enforcer-next.bpf.o".into());
     assert!(

@@ -31,7 +31,35 @@ pub enum Bench {
     /// wakeup each, in instructions), then events delivered per second to a consumer (real time,
     /// no icount), unpaced and paced, with drops: the rate a consumer keeps up with.
     Events(HooksArgs),
+    /// Instructions per getpid / 1-byte read with no programs, the LSM programs only, and the
+    /// syscall layer (#6) on, as ratios.
+    Syscalls(HooksArgs),
 }
+
+/// `bench syscalls` configs: (config, label).
+const SYSCALL_CONFIGS: [(&str, &str); 9] = [
+    ("sc-getpid-none", "getpid, no programs"),
+    (
+        "sc-getpid-empty",
+        "getpid, empty programs on sys_enter/sys_exit",
+    ),
+    ("sc-getpid-lsm", "getpid, LSM programs only"),
+    (
+        "sc-getpid-layer",
+        "getpid, syscall layer on, caller outside",
+    ),
+    (
+        "sc-getpid-inside",
+        "getpid, syscall layer on, caller inside",
+    ),
+    (
+        "sc-getpid-after",
+        "getpid, after the layer's last policy went",
+    ),
+    ("sc-read-none", "read 1 byte, no programs"),
+    ("sc-read-lsm", "read 1 byte, LSM programs only"),
+    ("sc-read-layer", "read 1 byte, syscall layer on"),
+];
 
 #[derive(Args)]
 pub struct HooksArgs {
@@ -74,9 +102,10 @@ const AGREE: f64 = 0.01;
 const LABEL_WIDTH: usize = 52;
 
 pub fn run(bench: Bench) -> Result<ExitCode> {
-    let (args, events) = match bench {
-        Bench::Hooks(args) => (args, false),
-        Bench::Events(args) => (args, true),
+    let (args, mode) = match bench {
+        Bench::Hooks(args) => (args, "hooks"),
+        Bench::Events(args) => (args, "events-rate"),
+        Bench::Syscalls(args) => (args, "syscalls"),
     };
     let mut series = Series::ALL.to_vec();
     if !args.kernels.is_empty() {
@@ -90,10 +119,13 @@ pub fn run(bench: Bench) -> Result<ExitCode> {
         let kernel = kernels::resolve(s)?;
         // The event rows (denied without an event, with one, with a wakeup each) come from the
         // same icount boot as the hook rows; `events` adds the real-time rate to them.
-        ok &= hooks(&kernel, &initrd, &args)?;
-        if events {
-            ok &= events_rate(&kernel, &initrd, &args)?;
-        }
+        ok &= match mode {
+            "events-rate" => {
+                hooks(&kernel, &initrd, &args)? & events_rate(&kernel, &initrd, &args)?
+            }
+            "syscalls" => syscalls(&kernel, &initrd, &args)?,
+            _ => hooks(&kernel, &initrd, &args)?,
+        };
     }
     Ok(if ok {
         ExitCode::SUCCESS
@@ -196,6 +228,81 @@ fn hooks(kernel: &Kernel, initrd: &Path, args: &HooksArgs) -> Result<bool> {
     let mut ok = results.print_table();
     if !results.0.is_empty() {
         results.print_derived();
+    }
+    if let Some(reason) = outcome.failure_reason() {
+        ok = false;
+        println!("[{label}] bench failed: {reason}");
+        if !args.verbose {
+            for line in outcome.console.iter().rev().take(20).rev() {
+                println!("[{label}] | {line}");
+            }
+        }
+    }
+    Ok(ok)
+}
+
+/// Runs the syscall-layer bench on one kernel (icount, like `hooks`) and prints its table with
+/// ratios to the no-program baseline; false when the run failed or rounds disagree.
+fn syscalls(kernel: &Kernel, initrd: &Path, args: &HooksArgs) -> Result<bool> {
+    let label = kernel.label();
+    println!();
+    println!("== kernel {} ({})", kernel.release, kernel.package);
+    let mut spec = VmSpec::new(kernel, initrd, "bench");
+    spec.smp = 1;
+    spec.qemu_extra = vec!["-icount".into(), "shift=0,sleep=off".into()];
+    spec.cmdline_extra.push("enforcer.bench=syscalls".into());
+    spec.timeout = Duration::from_secs(args.timeout);
+    if !args.verbose {
+        spec.cmdline_extra.push("quiet".into());
+    }
+    let mut results = Results::default();
+    let outcome = vm::run(&spec, &mut |line| {
+        if vm::marker_value(line, vm::BOOTED_MARKER).is_some() {
+            results = Results::default();
+        }
+        if args.verbose || line.starts_with("bench: ") {
+            println!("[{label}] {line}");
+        }
+        results.feed(line);
+    })?;
+    println!("instructions per call (icount; mean of 2 rounds) and ratio to no programs");
+    println!(
+        "{:LABEL_WIDTH$} {:>9} {:>9} {:>7} {:>7}",
+        "config", "round 1", "round 2", "spread", "ratio"
+    );
+    let mut ok = true;
+    for (config, label) in SYSCALL_CONFIGS {
+        let rounds = results.0.get(config).map(Vec::as_slice).unwrap_or_default();
+        let base = if config.starts_with("sc-getpid") {
+            "sc-getpid-none"
+        } else {
+            "sc-read-none"
+        };
+        let cell = |i: usize| rounds.get(i).map_or("-".into(), |v| format!("{v:.1}"));
+        let (min, max) = rounds
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        let agree = rounds.len() >= 2 && (max - min) / min <= AGREE;
+        ok &= agree;
+        let ratio = match (results.mean(config), results.mean(base)) {
+            (Some(v), Some(b)) => format!("{:.2}x", v / b),
+            _ => "-".into(),
+        };
+        let spread = if rounds.len() < 2 {
+            "-".into()
+        } else {
+            format!("{:.2}%", 100.0 * (max - min) / min)
+        };
+        println!(
+            "{label:LABEL_WIDTH$} {:>9} {:>9} {spread:>7} {ratio:>7}{}",
+            cell(0),
+            cell(1),
+            if agree {
+                ""
+            } else {
+                "  ROUNDS DISAGREE/MISSING"
+            }
+        );
     }
     if let Some(reason) = outcome.failure_reason() {
         ok = false;

@@ -1,6 +1,6 @@
 //! `enforcer attach`: install (on first use) and set the policy of one cgroup.
 use anyhow::Result;
-use enforcer_common::{Action, Counters, Policy};
+use enforcer_common::{Action, Counters, Policy, policy_flags};
 
 use crate::{cgroup, daemon::control, loader, policy};
 
@@ -18,12 +18,55 @@ pub struct Args {
     /// Kill the caller with SIGKILL, refuse and report.
     #[arg(long, value_name = "OPS")]
     pub kill: Option<String>,
+    /// Which programs act: `lsm` (the BPF LSM hooks), `syscall` (raw tracepoints at the system
+    /// call boundary only: audit and kill, for kernels without BPF LSM) or `both` (LSM
+    /// enforcement plus the syscall layer's return values and EPERM attribution).
+    #[arg(long, value_enum, default_value_t = Layer::Lsm)]
+    pub layer: Layer,
+}
+
+/// `attach --layer`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Layer {
+    Lsm,
+    Syscall,
+    Both,
+}
+
+impl Layer {
+    /// The [`policy_flags`] this layer sets.
+    pub fn flags(self) -> u32 {
+        match self {
+            Self::Lsm => 0,
+            Self::Syscall => policy_flags::SYSCALL_LAYER | policy_flags::SYSCALL_ONLY,
+            Self::Both => policy_flags::SYSCALL_LAYER,
+        }
+    }
+
+    /// The layer a policy's flags stand for.
+    pub fn of(policy: &Policy) -> Self {
+        if policy.flags & policy_flags::SYSCALL_ONLY != 0 {
+            Self::Syscall
+        } else if policy.flags & policy_flags::SYSCALL_LAYER != 0 {
+            Self::Both
+        } else {
+            Self::Lsm
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Lsm => "lsm",
+            Self::Syscall => "syscall",
+            Self::Both => "both",
+        }
+    }
 }
 
 pub fn run(args: Args) -> Result<()> {
     // Everything the user typed is checked before any state changes.
     let target = cgroup::resolve(&args.cgroup)?;
-    let new_policy = policy::compile(
+    let mut new_policy = policy::compile(
         &[
             (Action::Deny, args.deny.as_deref()),
             (Action::Audit, args.audit.as_deref()),
@@ -31,6 +74,12 @@ pub fn run(args: Args) -> Result<()> {
         ],
         target.level,
     )?;
+    if args.layer == Layer::Syscall && args.deny.is_some() {
+        anyhow::bail!(crate::ExitError::not_in_layer(
+            "--deny needs the LSM layer: a program at the system call boundary (a raw tracepoint) cannot change a call's result; use --audit or --kill with --layer syscall, or --layer lsm|both on a kernel with BPF LSM".to_owned()
+        ));
+    }
+    new_policy.flags |= args.layer.flags();
     // With a daemon up, it makes the change (and logs it); the request is already validated.
     if control::forward(&control::Request::Attach {
         cgroup: (&target).into(),
@@ -47,7 +96,12 @@ pub fn run(args: Args) -> Result<()> {
 /// first use; returns the policy it replaced. The daemon runs this for a forwarded `attach`.
 pub fn execute(target: &cgroup::Cgroup, new_policy: Policy) -> Result<Option<Policy>> {
     let lock = loader::lock()?;
-    let mut maps = loader::install(&lock)?;
+    // A syscall-only policy needs no LSM program, so it works where BPF LSM is refused.
+    let mut maps = if Layer::of(&new_policy) == Layer::Syscall {
+        loader::install_maps(&lock)?
+    } else {
+        loader::install(&lock)?
+    };
     let previous = maps.policies.get(&target.id, 0).ok();
     set_policy(&mut maps, target, new_policy)?;
     drop(lock);
@@ -60,8 +114,12 @@ pub fn report(target: &cgroup::Cgroup, new_policy: &Policy) -> String {
         .into_iter()
         .map(|(op, action)| format!("{}={}", op.name(), action.name()))
         .collect();
+    let layer = match Layer::of(new_policy) {
+        Layer::Lsm => String::new(),
+        layer => format!(" layer={}", layer.name()),
+    };
     format!(
-        "attached {} (id {}): {}\n",
+        "attached {} (id {}): {}{layer}\n",
         target.path,
         target.id,
         summary.join(" ")
@@ -94,5 +152,6 @@ pub fn set_policy(
     }
     maps.policies.insert(target.id, new_policy, 0)?;
     maps.write_index(&index_updates)?;
+    loader::sync_syscall_layer(maps)?;
     Ok(())
 }

@@ -186,9 +186,16 @@ pub fn run(args: Args) -> Result<()> {
         (true, Ok(root)) => self_test(&root),
     });
 
+    let lsm_works = checks.iter().all(|check| check.status != Status::Fail);
+    let mode = mode(lsm_works, privileged);
+    if !args.json {
+        println!("{}", mode.line());
+    }
+    checks.push(mode);
+
     let failed: Vec<&str> = checks
         .iter()
-        .filter(|check| check.status == Status::Fail)
+        .filter(|check| check.status == Status::Fail && check.name != MODE)
         .map(|check| check.name)
         .collect();
     if args.json {
@@ -210,6 +217,40 @@ pub fn run(args: Args) -> Result<()> {
         ExitError::not_privileged(message)
     }
     .into())
+}
+
+const MODE: &str = "mode";
+
+/// Which mode this host gets (#6): the BPF LSM layer when every check above passed, else the
+/// syscall layer alone when its programs load and attach here, else none.
+fn mode(lsm_works: bool, privileged: bool) -> Check {
+    if lsm_works {
+        return Check::ok(
+            MODE,
+            "lsm: deny, audit and kill at the LSM hooks (--layer lsm); the syscall layer is available too (--layer both|syscall)",
+        );
+    }
+    if !privileged {
+        return Check::fail(
+            MODE,
+            "not probed: it needs root",
+            "fix the privileges line first",
+        );
+    }
+    match loader::probe_syscall_layer() {
+        Ok(()) => Check::warn(
+            MODE,
+            "syscall layer only: BPF LSM is unavailable here, but the sys_enter/sys_exit programs load and attach: `enforcer attach --layer syscall --audit OPS|--kill OPS` works (no deny: a tracepoint cannot change a call's result)",
+            "for deny, boot a kernel with BPF LSM (see the lsm line)",
+        ),
+        Err(err) => Check::fail(
+            MODE,
+            format!(
+                "none: BPF LSM is unavailable and the syscall layer cannot load either ({err})"
+            ),
+            "boot a kernel with BPF LSM or raw tracepoint support",
+        ),
+    }
 }
 
 /// Root, with CAP_SYS_ADMIN or with CAP_BPF and CAP_PERFMON in the effective set.

@@ -63,5 +63,6 @@ pub fn remove_policy(maps: &mut loader::PolicyMaps, id: u64) -> Result<()> {
     let updates = policy::index_updates(&maps.current_index()?, &remaining)?;
     maps.write_index(&updates)?;
     let _ = maps.counters.remove(&id);
+    loader::sync_syscall_layer(maps)?;
     Ok(())
 }

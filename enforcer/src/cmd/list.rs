@@ -19,6 +19,8 @@ struct Row {
     path: String,
     actions: Vec<(Operation, Action)>,
     totals: Counters,
+    /// `attach --layer` of the policy (#6).
+    layer: &'static str,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -62,6 +64,7 @@ fn collect(maps: &loader::PolicyMaps) -> Result<Vec<Row>> {
             path: paths.path(id),
             actions: policy::describe(&policy),
             totals,
+            layer: crate::cmd::attach::Layer::of(&policy).name(),
         });
     }
     rows.sort_by(|a, b| a.path.cmp(&b.path));
@@ -75,21 +78,22 @@ fn render_table(rows: &[Row], out: &mut String) {
     }
     let _ = writeln!(
         out,
-        "{:<40} {:>10}  {:<9} {:<6} {:>8} {:>8} {:>8}",
+        "{:<40} {:>10}  {:<9} {:<6} {:>8} {:>8} {:>8}  LAYER",
         "CGROUP", "ID", "OPERATION", "ACTION", "AUDITED", "DENIED", "KILLED"
     );
     for row in rows {
         for (op, action) in &row.actions {
             let _ = writeln!(
                 out,
-                "{:<40} {:>10}  {:<9} {:<6} {:>8} {:>8} {:>8}",
+                "{:<40} {:>10}  {:<9} {:<6} {:>8} {:>8} {:>8}  {}",
                 row.path,
                 row.id,
                 op.name(),
                 action.name(),
                 row.totals.get(Action::Audit, *op),
                 row.totals.get(Action::Deny, *op),
-                row.totals.get(Action::Kill, *op)
+                row.totals.get(Action::Kill, *op),
+                row.layer
             );
         }
     }
@@ -114,7 +118,12 @@ fn render_json(rows: &[Row], out: &mut String) {
                     )
                 })
                 .collect();
-            json!({ "cgroup_id": row.id, "cgroup_path": row.path, "operations": operations })
+            json!({
+                "cgroup_id": row.id,
+                "cgroup_path": row.path,
+                "layer": row.layer,
+                "operations": operations,
+            })
         })
         .collect();
     let _ = writeln!(out, "{}", json!({ "policies": policies }));

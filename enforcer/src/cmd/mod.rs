@@ -6,4 +6,5 @@ pub mod daemon;
 pub mod debug;
 pub mod detach;
 pub mod list;
+pub mod record;
 pub mod tail;

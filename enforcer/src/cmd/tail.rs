@@ -221,7 +221,7 @@ fn stdout_closed() -> bool {
 
 /// Column widths, but the last (DETAIL), which takes the rest of the line. The container column
 /// fits `containerd:<12 hex> pod:<8 hex>`.
-const WIDTHS: [usize; 6] = [24, 36, 7, 15, 8, 6];
+const WIDTHS: [usize; 7] = [24, 36, 7, 15, 8, 6, 10];
 /// The column of the cgroup path or the workload in it.
 const CONTAINER: usize = 1;
 
@@ -255,7 +255,16 @@ impl Output {
     }
 
     fn header(&mut self) -> io::Result<()> {
-        let names = ["TIME", "CONTAINER", "PID", "COMM", "OP", "ACTION", "DETAIL"];
+        let names = [
+            "TIME",
+            "CONTAINER",
+            "PID",
+            "COMM",
+            "OP",
+            "ACTION",
+            "LAYER",
+            "DETAIL",
+        ];
         self.line(names.map(str::to_owned), None)
     }
 
@@ -304,7 +313,7 @@ impl Output {
         }
     }
 
-    fn line(&mut self, columns: [String; 7], action_style: Option<Style>) -> io::Result<()> {
+    fn line(&mut self, columns: [String; 8], action_style: Option<Style>) -> io::Result<()> {
         for (i, column) in columns.iter().enumerate() {
             match WIDTHS.get(i) {
                 Some(&width) if i == 5 => match action_style {

@@ -22,8 +22,8 @@ use nix::time::{ClockId, clock_gettime};
 
 /// Calls per measurement.
 const ITERS: u32 = 100_000;
-/// Calls per measurement on the deny path. Each denial puts a 440-byte record (432 + header) in
-/// the enforcer's 1 MiB ring buffer (room for ~2380) and nothing drains it in the no-wakeup
+/// Calls per measurement on the deny path. Each denial puts a 456-byte record (448 + header) in
+/// the enforcer's 1 MiB ring buffer (room for ~2300) and nothing drains it in the no-wakeup
 /// configs: all rounds together (plus the checks) must stay below full, or later denials would
 /// take the drop path and measure something else.
 const DENY_ITERS: u32 = 1_000;
@@ -64,6 +64,7 @@ fn main() -> ExitCode {
     let result = match env::args().nth(1).as_deref() {
         Some("hooks") => hooks(),
         Some("events-rate") => events_rate(),
+        Some("syscalls") => syscalls(),
         Some("seccomp-child") => seccomp_child(),
         _ => Err(anyhow::anyhow!("usage: bench hooks|events-rate")),
     };
@@ -138,6 +139,63 @@ fn hooks() -> Result<()> {
     let _ = consumer.wait();
 
     join(CGROUP_ROOT)?;
+    enforcer(&["reset"])?;
+    Ok(())
+}
+
+/// Guest side of `cargo xtask bench syscalls` (#6): what the syscall layer's `sys_enter` and
+/// `sys_exit` programs cost every system call of every task, guarded or not: `getpid` and a
+/// one-byte `read` of /dev/zero with no programs, with the LSM programs only (a policy without
+/// the syscall layer), with the syscall layer on (caller outside the policy, then inside), and
+/// after the last policy wanting the layer went (its links unpinned).
+fn syscalls() -> Result<()> {
+    thread::sleep(Duration::from_secs(3));
+    let zero = fs::File::open("/dev/zero").context("open /dev/zero")?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&zero);
+    let mut byte = [0u8; 1];
+    let buf = byte.as_mut_ptr().cast::<libc::c_void>();
+    // SAFETY: one byte into a live one-byte buffer from an open descriptor.
+    let read1 = || unsafe { libc::read(fd, buf, 1) } as c_long;
+    const LINK: &str = "/sys/fs/bpf/enforcer/v1/links/sys_enter";
+
+    bench("sc-getpid-none", ITERS, Want::Success, getpid)?;
+    bench("sc-read-none", ITERS, Want::Success, read1)?;
+    // The kernel's tracing path alone: do-nothing programs on both tracepoints.
+    for hook in ["sys_enter", "sys_exit"] {
+        enforcer(&["bench-empty", "--hook", hook])?;
+    }
+    bench("sc-getpid-empty", ITERS, Want::Success, getpid)?;
+    for hook in ["sys_enter", "sys_exit"] {
+        let pin = format!("{EMPTY_PIN_DIR}/{hook}");
+        fs::remove_file(&pin).with_context(|| format!("rm {pin}"))?;
+    }
+    fs::create_dir_all(POLICY).with_context(|| format!("mkdir {POLICY}"))?;
+    enforcer(&["attach", "--cgroup", POLICY, "--deny", "settime"])?;
+    ensure!(
+        !fs::exists(LINK)?,
+        "the syscall layer is attached without a policy wanting it"
+    );
+    bench("sc-getpid-lsm", ITERS, Want::Success, getpid)?;
+    bench("sc-read-lsm", ITERS, Want::Success, read1)?;
+    enforcer(&[
+        "attach", "--cgroup", POLICY, "--layer", "both", "--deny", "settime",
+    ])?;
+    ensure!(
+        fs::exists(LINK)?,
+        "--layer both did not attach the syscall layer"
+    );
+    bench("sc-getpid-layer", ITERS, Want::Success, getpid)?;
+    bench("sc-read-layer", ITERS, Want::Success, read1)?;
+    join(POLICY)?;
+    bench("sc-getpid-inside", ITERS, Want::Success, getpid)?;
+    join(CGROUP_ROOT)?;
+    enforcer(&["attach", "--cgroup", POLICY, "--deny", "settime"])?;
+    ensure!(
+        !fs::exists(LINK)?,
+        "the syscall layer stayed after its last policy went"
+    );
+    bench("sc-getpid-after", ITERS, Want::Success, getpid)?;
+    drop(zero);
     enforcer(&["reset"])?;
     Ok(())
 }

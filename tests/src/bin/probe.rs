@@ -15,32 +15,38 @@ type Outcome = Result<i64, i32>;
 
 fn main() -> ExitCode {
     let mut args: Vec<String> = env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("--cgroup") && args.len() >= 2 {
-        let dir = args.remove(1);
-        args.remove(0);
-        if let Err(err) = fs::write(
-            format!("{dir}/cgroup.procs"),
-            std::process::id().to_string(),
-        ) {
-            eprintln!("probe: cannot join {dir}: {err}");
-            return ExitCode::from(2);
+    // Set-up options, applied in this order whatever order they come in: a private mount
+    // namespace, drop a capability, join the cgroup (after the set-up's own mount calls, which a
+    // policy there would see), install a seccomp filter (last: it may refuse calls the set-up
+    // makes).
+    let mut setup = Setup::default();
+    while args.first().is_some_and(|a| a.starts_with("--")) && args.len() >= 2 {
+        let value = args.remove(1);
+        let option = args.remove(0);
+        match option.as_str() {
+            "--cgroup" => setup.cgroup = Some(value),
+            "--unshare-mount" => setup.unshare_mount = value == "yes",
+            "--drop-cap" => setup.drop_cap = value.parse().ok(),
+            "--seccomp-eperm" => setup.seccomp_eperm = value.parse().ok(),
+            "--as" => match value
+                .split_once(':')
+                .and_then(|(uid, gid)| Some((uid.parse().ok()?, gid.parse().ok()?)))
+            {
+                Some(ids) => setup.become_ids = Some(ids),
+                None => {
+                    eprintln!("probe: --as takes UID:GID, not {value}");
+                    return ExitCode::from(2);
+                }
+            },
+            other => {
+                eprintln!("probe: unknown option {other}");
+                return ExitCode::from(2);
+            }
         }
     }
-    if args.first().map(String::as_str) == Some("--as") && args.len() >= 2 {
-        let ids = args.remove(1);
-        args.remove(0);
-        let Some((uid, gid)) = ids
-            .split_once(':')
-            .and_then(|(uid, gid)| Some((uid.parse().ok()?, gid.parse().ok()?)))
-        else {
-            eprintln!("probe: --as takes UID:GID, not {ids}");
-            return ExitCode::from(2);
-        };
-        // SAFETY: plain system calls; the group first, while the process may still change it.
-        if unsafe { libc::setgid(gid) } != 0 || unsafe { libc::setuid(uid) } != 0 {
-            eprintln!("probe: cannot become {ids}");
-            return ExitCode::from(2);
-        }
+    if let Err(err) = setup.apply() {
+        eprintln!("probe: set-up failed: {err}");
+        return ExitCode::from(2);
     }
     let Some(op) = args.first().cloned() else {
         eprintln!("usage: probe [--cgroup DIR] [--as UID:GID] OP [ARGS]");
@@ -49,6 +55,9 @@ fn main() -> ExitCode {
     let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
     let number = |i: usize| arg(i).parse::<i64>().unwrap_or(0);
     let outcome = match op.as_str() {
+        // A raw system call with integer arguments: `raw NR [ARG...]` (for the syscall layer's
+        // tests, which call every guarded number with harmless arguments such as NULL).
+        "raw" => raw(&args[1..]),
         "settimeofday" => settimeofday(number(1)),
         "clock_settime" => clock_settime(number(1)),
         "adjtimex-offset" => adjust_clock(false, number(1)),
@@ -117,6 +126,143 @@ fn main() -> ExitCode {
         std::process::id()
     );
     ExitCode::SUCCESS
+}
+
+#[derive(Default)]
+struct Setup {
+    cgroup: Option<String>,
+    unshare_mount: bool,
+    drop_cap: Option<u32>,
+    seccomp_eperm: Option<u32>,
+    /// `--as UID:GID`: run the operation as these ids (after joining the cgroup).
+    become_ids: Option<(u32, u32)>,
+}
+
+impl Setup {
+    fn apply(&self) -> Result<(), String> {
+        if self.unshare_mount {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+                .map_err(|err| format!("unshare(CLONE_NEWNS): {err}"))?;
+            nix::mount::mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )
+            .map_err(|err| format!("make / private: {err}"))?;
+        }
+        if let Some(cap) = self.drop_cap {
+            drop_effective_cap(cap)?;
+        }
+        if let Some(dir) = &self.cgroup {
+            fs::write(
+                format!("{dir}/cgroup.procs"),
+                std::process::id().to_string(),
+            )
+            .map_err(|err| format!("cannot join {dir}: {err}"))?;
+        }
+        if let Some((uid, gid)) = self.become_ids {
+            // SAFETY: plain system calls; the group first, while the process may still change it.
+            if unsafe { libc::setgid(gid) } != 0 || unsafe { libc::setuid(uid) } != 0 {
+                return Err(format!("cannot become {uid}:{gid}"));
+            }
+        }
+        if let Some(nr) = self.seccomp_eperm {
+            seccomp_eperm(nr)?;
+        }
+        Ok(())
+    }
+}
+
+/// Removes capability `cap` from this process's effective set (it stays permitted).
+fn drop_effective_cap(cap: u32) -> Result<(), String> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: header and two data words as capget(2) wants them.
+    if unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) } != 0 {
+        return Err(format!("capget: {}", std::io::Error::last_os_error()));
+    }
+    data[(cap / 32) as usize].effective &= !(1 << (cap % 32));
+    // SAFETY: as above.
+    if unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) } != 0 {
+        return Err(format!("capset: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Installs a seccomp filter that makes system call `nr` fail with EPERM (x86_64 only; every
+/// other call is allowed).
+fn seccomp_eperm(nr: u32) -> Result<(), String> {
+    const RET_ALLOW: u32 = 0x7fff_0000;
+    const RET_ERRNO: u32 = 0x0005_0000;
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    let stmt = |code: u16, k: u32| libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jump = |code: u16, k: u32, jt: u8, jf: u8| libc::sock_filter { code, jt, jf, k };
+    let ld_w_abs = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    let jeq = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    let ret = (libc::BPF_RET | libc::BPF_K) as u16;
+    // struct seccomp_data: nr at 0, arch at 4.
+    let filter = [
+        stmt(ld_w_abs, 4),
+        jump(jeq, AUDIT_ARCH_X86_64, 1, 0),
+        stmt(ret, RET_ALLOW),
+        stmt(ld_w_abs, 0),
+        jump(jeq, nr, 0, 1),
+        stmt(ret, RET_ERRNO | libc::EPERM as u32),
+        stmt(ret, RET_ALLOW),
+    ];
+    let program = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr().cast_mut(),
+    };
+    // SAFETY: plain prctl calls; the program outlives them (the kernel copies it).
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            return Err(format!("no_new_privs: {}", std::io::Error::last_os_error()));
+        }
+        if libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            &program as *const libc::sock_fprog,
+        ) != 0
+        {
+            return Err(format!("seccomp: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+/// `raw NR [ARG...]`: the system call with these integer arguments (decimal, may be negative).
+fn raw(args: &[String]) -> Outcome {
+    let mut n = [0i64; 7];
+    for (slot, arg) in n.iter_mut().zip(args) {
+        *slot = arg.parse().unwrap_or(0);
+    }
+    // SAFETY: the caller picks arguments the call handles (NULL pointers, invalid descriptors);
+    // the kernel checks every one of them.
+    check(unsafe { libc::syscall(n[0], n[1], n[2], n[3], n[4], n[5], n[6]) })
 }
 
 fn cstr(s: &str) -> CString {

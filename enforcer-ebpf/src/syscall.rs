@@ -1,0 +1,237 @@
+//! The syscall layer (#6): raw tracepoints at system call entry and exit, for policies that ask
+//! for it ([`policy_flags::SYSCALL_LAYER`]). User space attaches these two programs only while
+//! such a policy exists.
+//!
+//! - `sys_enter` filters on the guarded call numbers first (every other call returns after one
+//!   comparison chain), then on the caller's policy (the shared [`decide`]). For a watched caller
+//!   it records the call (number, arguments, decision) per thread, and for `kill` queues SIGKILL,
+//!   which lands when the call returns to user space: the call itself runs (see the README).
+//! - `sys_exit` reads the call number from the saved registers, and for a guarded call ends the
+//!   thread's record: one event with the return value, and when that is EPERM/EACCES, who refused
+//!   it. A call refused by seccomp never reaches `sys_enter` (seccomp runs before the tracepoint)
+//!   but does reach `sys_exit`, so an EPERM exit without a record from a task in seccomp filter
+//!   mode is seccomp's.
+//!
+//! Deny is impossible here: a tracepoint cannot change a call's result. Verdicts of the LSM
+//! programs never depend on anything in this module.
+use aya_ebpf::{
+    bindings::{BPF_RB_NO_WAKEUP, pt_regs},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel, bpf_send_signal,
+    },
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
+};
+use enforcer_common::{
+    Action, Hook, Operation,
+    caps::{CAP_SYS_ADMIN, CAP_SYS_TIME},
+    config, policy_flags, refused_by, source, syscalls,
+};
+
+use crate::{
+    layout,
+    maps::{CONFIG, SYS_INFLIGHT},
+    policy::{Decision, Outcome, SIGKILL, Syscall, count, decide, emit},
+};
+
+const EPERM: i64 = 1;
+const EACCES: i64 = 13;
+/// `task_struct.seccomp.mode` of a task with a seccomp filter.
+const SECCOMP_MODE_FILTER: i32 = 2;
+
+/// A guarded call in progress on one thread.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Inflight {
+    nr: i64,
+    args: [u64; 6],
+    policy_cgroup_id: u64,
+    flags: u32,
+    op: u8,
+    action: u8,
+    /// Set by the LSM programs when they denied this call.
+    lsm_denied: u8,
+    _pad: u8,
+}
+
+/// `sys_enter(struct pt_regs *regs, long id)`.
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
+    let nr: i64 = ctx.arg(1);
+    if let Some(op) = syscalls::operation(nr) {
+        on_enter(nr, op);
+    }
+    0
+}
+
+#[inline(always)]
+fn on_enter(nr: i64, op: Operation) {
+    let Some(decision) = decide(op) else {
+        return;
+    };
+    if decision.flags & policy_flags::SYSCALL_LAYER == 0 {
+        return;
+    }
+    let syscall = Syscall::current();
+    let record = Inflight {
+        nr,
+        args: syscall.args,
+        policy_cgroup_id: decision.policy_cgroup_id,
+        flags: decision.flags,
+        op: op as u8,
+        action: decision.action as u8,
+        lsm_denied: 0,
+        _pad: 0,
+    };
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // Best effort: without the record the exit reports nothing (or, for EPERM, "other").
+    let _ = SYS_INFLIGHT.insert(tid, record, 0);
+    if decision.action == Action::Kill {
+        // SAFETY: helper call with a constant signal number; it only queues the signal.
+        unsafe { bpf_send_signal(SIGKILL) };
+    }
+    // With LSM programs also acting on the policy, they count; a syscall-only policy counts here.
+    if decision.action != Action::Allow && decision.flags & policy_flags::SYSCALL_ONLY != 0 {
+        count(op, &decision);
+    }
+}
+
+/// `sys_exit(struct pt_regs *regs, long ret)`.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
+    let regs: *const pt_regs = ctx.arg(0);
+    // SAFETY: `regs` is the exiting task's saved registers; the helper checks the address.
+    let Ok(nr) = (unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*regs).orig_rax)) }) else {
+        return 0;
+    };
+    let nr = nr as i64;
+    if let Some(op) = syscalls::operation(nr) {
+        let ret: i64 = ctx.arg(1);
+        on_exit(nr, op, ret);
+    }
+    0
+}
+
+#[inline(always)]
+fn on_exit(nr: i64, op: Operation, ret: i64) {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let refused = ret == -EPERM || ret == -EACCES;
+    // SAFETY: copied out at once; the entry is this thread's and only this thread removes it.
+    let record = unsafe { SYS_INFLIGHT.get(tid) }.copied();
+    let (decision, syscall, by) = match record {
+        Some(record) if record.nr == nr => {
+            let _ = SYS_INFLIGHT.remove(tid);
+            // The enforcer's own denial counts whatever errno the kernel made of it (the keys
+            // code turns a refused lookup into ENOKEY).
+            let by = if record.lsm_denied != 0 && ret < 0 {
+                refused_by::ENFORCER
+            } else if !refused {
+                refused_by::NONE
+            } else if lacks_capability(op) {
+                refused_by::CAPABILITY
+            } else {
+                refused_by::OTHER
+            };
+            let action = Action::from_u8(record.action).unwrap_or(Action::Allow);
+            if action == Action::Allow && by == refused_by::NONE {
+                return;
+            }
+            let decision = Decision {
+                action,
+                policy_cgroup_id: record.policy_cgroup_id,
+                flags: record.flags,
+            };
+            let syscall = Syscall::recorded(nr, record.args);
+            (decision, syscall, by)
+        }
+        _ => {
+            // No record: the call never reached sys_enter (seccomp refused it, or the layer was
+            // attached while the call ran). Only a refusal is worth a report.
+            if !refused {
+                return;
+            }
+            let Some(decision) = decide(op) else {
+                return;
+            };
+            if decision.flags & policy_flags::SYSCALL_LAYER == 0 {
+                return;
+            }
+            let by = if seccomp_filtered() {
+                refused_by::SECCOMP
+            } else {
+                refused_by::OTHER
+            };
+            (decision, Syscall::current(), by)
+        }
+    };
+    let flags = CONFIG.get(0).map_or(0, |c| c.flags);
+    if flags & config::BENCH_NO_EVENTS != 0 {
+        return;
+    }
+    let outcome = Outcome {
+        source: source::SYSCALL,
+        refused_by: by,
+        errno: if (-4095..0).contains(&ret) {
+            -ret as i32
+        } else {
+            0
+        },
+        ret,
+    };
+    emit(
+        op,
+        Hook::SysExit,
+        0,
+        &decision,
+        &outcome,
+        &syscall,
+        BPF_RB_NO_WAKEUP as u64,
+    );
+}
+
+/// The current task runs under a seccomp filter.
+#[inline(always)]
+fn seccomp_filtered() -> bool {
+    let layout = layout::get();
+    // SAFETY: plain helper call; the task pointer is only used for checked kernel reads.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    // SAFETY: `task` is the current task_struct and the offset is its seccomp.mode (an int).
+    let mode = unsafe { layout::read_kernel::<i32>(task, layout.task_seccomp_mode) };
+    mode == Some(SECCOMP_MODE_FILTER)
+}
+
+/// The current task's effective capabilities lack the one `op`'s calls check first.
+#[inline(always)]
+fn lacks_capability(op: Operation) -> bool {
+    let cap = match op {
+        Operation::Mount => CAP_SYS_ADMIN,
+        Operation::Settime => CAP_SYS_TIME,
+        Operation::Keyctl => return false,
+    };
+    let layout = layout::get();
+    // SAFETY: plain helper call; the task pointer is only used for checked kernel reads.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    // SAFETY: task_struct.cred is a `const struct cred *`.
+    let Some(cred) = (unsafe { layout::read_kernel::<u64>(task, layout.task_cred) }) else {
+        return false;
+    };
+    if cred == 0 {
+        return false;
+    }
+    // SAFETY: cred.cap_effective is 8 bytes with capability n at bit n on every kernel.
+    match unsafe { layout::read_kernel::<u64>(cred as *const u8, layout.cred_cap_effective) } {
+        Some(effective) => effective & (1u64 << cap) == 0,
+        None => false,
+    }
+}
+
+/// Called by the LSM programs when they deny a call of a task whose policy wants the syscall
+/// layer: marks the thread's record so the exit names this enforcer as the refuser.
+#[inline(always)]
+pub fn note_lsm_denial() {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    if let Some(record) = SYS_INFLIGHT.get_ptr_mut(tid) {
+        // SAFETY: a live entry of this thread's; only this thread writes it.
+        unsafe { (*record).lsm_denied = 1 };
+    }
+}

@@ -1,0 +1,617 @@
+//! The syscall layer (#6) natively on the host: raw tracepoints load and attach on kernels that
+//! refuse BPF LSM, so these run without the VM (`cargo xtask test` runs them first, as root).
+//!
+//! Every guarded system call is made with harmless arguments (NULL pointers, invalid descriptors
+//! and clock ids, the mount family inside a private mount namespace): the host clock, mounts and
+//! keys never change. Each test works in a cgroup of its own under the cgroup v2 mount and reads
+//! what the kernel did: the probe's errno or its death by SIGKILL, the events, the counters.
+//! One test at a time: the event ring buffer has one consumer.
+use std::{
+    env, fs,
+    io::{BufRead, BufReader},
+    os::unix::{fs::MetadataExt, process::ExitStatusExt},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex, MutexGuard},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// (name, number, arguments): every guarded call with arguments that change nothing.
+const CALLS: &[(&str, i64, &[i64])] = &[
+    ("mount", 165, &[0, 0, 0, 0, 0]),
+    ("umount2", 166, &[0, 0]),
+    ("pivot_root", 155, &[0, 0]),
+    ("open_tree", 428, &[-1, 0, 0]),
+    ("move_mount", 429, &[-1, 0, -1, 0, 0]),
+    ("fsopen", 430, &[0, 0]),
+    ("fsconfig", 431, &[-1, 0, 0, 0, 0]),
+    ("fsmount", 432, &[-1, 0, 0]),
+    ("fspick", 433, &[-1, 0, 0]),
+    ("mount_setattr", 442, &[-1, 0, 0, 0, 0]),
+    ("add_key", 248, &[0, 0, 0, 0, 0]),
+    ("request_key", 249, &[0, 0, 0, 0]),
+    // KEYCTL_GET_KEYRING_ID of the thread keyring, without creating it.
+    ("keyctl", 250, &[0, -1, 0]),
+    // settimeofday(NULL, NULL): passes every check, changes nothing.
+    ("settimeofday", 164, &[0, 0]),
+    // An invalid clock id: EINVAL before anything is read.
+    ("clock_settime", 227, &[-1, 0]),
+    // adjtimex(NULL): EFAULT, nothing read or changed.
+    ("adjtimex", 159, &[0]),
+    ("clock_adjtime", 305, &[-1, 0]),
+];
+
+const SETTIMEOFDAY: i64 = 164;
+const CAP_SYS_TIME: u32 = 25;
+const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The exit code of `attach --layer syscall --deny` (main.rs: NotInLayer).
+const EXIT_NOT_IN_LAYER: i32 = 12;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Runs the test body as root with the tests serialised, or says why it is skipped.
+fn native() -> Option<MutexGuard<'static, ()>> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "SKIPPED: the syscall-layer host tests need root (run `cargo xtask test` as root)"
+        );
+        return None;
+    }
+    Some(
+        SERIAL
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()),
+    )
+}
+
+fn probe_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_probe")
+}
+
+/// `ENFORCER_BIN`, else the enforcer built beside the probe (`cargo xtask test` builds it).
+fn enforcer_bin() -> PathBuf {
+    if let Some(bin) = env::var_os("ENFORCER_BIN") {
+        return bin.into();
+    }
+    let bin = Path::new(probe_bin()).with_file_name("enforcer");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (`cargo build -p enforcer`) or set ENFORCER_BIN",
+        bin.display()
+    );
+    bin
+}
+
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+fn enforcer(args: &[&str]) -> Run {
+    let output = Command::new(enforcer_bin())
+        .args(args)
+        .output()
+        .expect("run enforcer");
+    Run {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn enforcer_ok(args: &[&str]) -> String {
+    let run = enforcer(args);
+    assert!(
+        run.status.success(),
+        "enforcer {args:?} failed: {}{}",
+        run.stdout,
+        run.stderr
+    );
+    run.stdout
+}
+
+/// The cgroup v2 mount: /sys/fs/cgroup/unified on a hybrid host, else /sys/fs/cgroup.
+fn cgroup_root() -> PathBuf {
+    for dir in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
+        if Path::new(dir).join("cgroup.procs").exists()
+            && nix::sys::statfs::statfs(dir)
+                .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        {
+            return dir.into();
+        }
+    }
+    panic!("no cgroup v2 mount at /sys/fs/cgroup/unified or /sys/fs/cgroup");
+}
+
+/// A test cgroup; its policy is detached and the directory removed on drop.
+struct Cgroup(PathBuf);
+
+impl Cgroup {
+    fn new(name: &str) -> Self {
+        let path = cgroup_root().join(name);
+        let _ = enforcer(&["detach", "--cgroup", path.to_str().expect("utf-8")]);
+        let _ = fs::remove_dir(&path);
+        fs::create_dir(&path).unwrap_or_else(|err| panic!("mkdir {}: {err}", path.display()));
+        Self(path)
+    }
+
+    fn arg(&self) -> &str {
+        self.0.to_str().expect("utf-8")
+    }
+
+    fn id(&self) -> u64 {
+        fs::metadata(&self.0).expect("stat cgroup").ino()
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = enforcer(&["detach", "--cgroup", self.arg()]);
+        let _ = fs::remove_dir(&self.0);
+    }
+}
+
+/// What the probe reported, or how it died.
+#[derive(Debug)]
+struct Probe {
+    status: ExitStatus,
+    report: Option<Value>,
+}
+
+impl Probe {
+    fn errno(&self) -> i64 {
+        self.field("errno").as_i64().expect("errno")
+    }
+
+    fn ret(&self) -> i64 {
+        self.field("ret").as_i64().expect("ret")
+    }
+
+    /// The call's return value as the kernel gave it (`-errno` on failure).
+    fn kernel_ret(&self) -> i64 {
+        if self.errno() != 0 {
+            -self.errno()
+        } else {
+            self.ret()
+        }
+    }
+
+    fn field(&self, name: &str) -> &Value {
+        let report = self
+            .report
+            .as_ref()
+            .unwrap_or_else(|| panic!("probe printed nothing: {:?}", self.status));
+        &report[name]
+    }
+}
+
+/// Runs the probe with `setup` options (`--cgroup DIR`, `--unshare-mount yes`, ...) and the call.
+fn probe(setup: &[&str], op: &[String]) -> Probe {
+    let output = Command::new(probe_bin())
+        .args(setup)
+        .args(op)
+        .output()
+        .expect("run probe");
+    Probe {
+        status: output.status,
+        report: String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .next()
+            .map(|line| serde_json::from_str(line).expect("probe JSON")),
+    }
+}
+
+fn raw(nr: i64, args: &[i64]) -> Vec<String> {
+    ["raw".to_owned(), nr.to_string()]
+        .into_iter()
+        .chain(args.iter().map(i64::to_string))
+        .collect()
+}
+
+/// The probe's set-up for `name`: in `cgroup`, and the mount family in a private namespace.
+fn setup_for<'a>(cgroup: Option<&'a Cgroup>, name: &str) -> Vec<&'a str> {
+    let mut setup = Vec::new();
+    if let Some(cgroup) = cgroup {
+        setup.extend(["--cgroup", cgroup.arg()]);
+    }
+    let mount_family = CALLS
+        .iter()
+        .position(|(call, _, _)| *call == name)
+        .is_some_and(|i| i < 10);
+    if mount_family {
+        setup.extend(["--unshare-mount", "yes"]);
+    }
+    setup
+}
+
+/// A running `enforcer tail --json --cgroup`, collecting its lines.
+struct Tail {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Tail {
+    fn start(cgroup: &Cgroup) -> Self {
+        let mut child = Command::new(enforcer_bin())
+            .args(["tail", "--json", "--cgroup", cgroup.arg()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start tail");
+        let stdout = child.stdout.take().expect("tail stdout");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().expect("lines").push(line);
+            }
+        });
+        thread::sleep(Duration::from_millis(300));
+        Self { child, lines }
+    }
+
+    fn events(&self) -> Vec<Value> {
+        self.lines
+            .lock()
+            .expect("lines")
+            .iter()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    fn wait_for(&self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + EVENT_TIMEOUT;
+        loop {
+            if let Some(event) = self.events().into_iter().find(&matches) {
+                return event;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no event for {what} within {EVENT_TIMEOUT:?}; tail printed: {:?}",
+                self.lines.lock().expect("lines")
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every event of process `pid`, after giving the tail time to drain.
+    fn settled_events_of(&self, pid: i64) -> Vec<Value> {
+        thread::sleep(Duration::from_millis(500));
+        self.events()
+            .into_iter()
+            .filter(|event| event["process"]["pid"].as_i64() == Some(pid))
+            .collect()
+    }
+}
+
+impl Drop for Tail {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `enforcer list --json` counters of one operation of a cgroup: (audited, denied, killed).
+fn counters(cgroup: &Cgroup, op: &str) -> (u64, u64, u64) {
+    let list: Value = serde_json::from_str(&enforcer_ok(&["list", "--json"])).expect("list JSON");
+    let entry = list["policies"]
+        .as_array()
+        .expect("policies")
+        .iter()
+        .find(|p| p["cgroup_id"] == cgroup.id())
+        .unwrap_or_else(|| panic!("{} is not listed: {list}", cgroup.arg()));
+    let counts = &entry["operations"][op];
+    let get = |key: &str| counts[key].as_u64().unwrap_or(0);
+    (get("audited"), get("denied"), get("killed"))
+}
+
+fn syscall_link_pinned() -> bool {
+    fs::read_dir("/sys/fs/bpf/enforcer")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|layout| layout.path().join("links/sys_enter").exists())
+}
+
+#[test]
+fn audit_reports_every_guarded_call_with_its_return_value() {
+    let Some(_serial) = native() else { return };
+    let cgroup = Cgroup::new("enforcer-t6-audit");
+    enforcer_ok(&[
+        "attach",
+        "--cgroup",
+        cgroup.arg(),
+        "--layer",
+        "syscall",
+        "--audit",
+        "all",
+    ]);
+    assert!(
+        syscall_link_pinned(),
+        "attach did not attach the syscall layer"
+    );
+    let tail = Tail::start(&cgroup);
+    for (name, nr, args) in CALLS {
+        let outcome = probe(&setup_for(Some(&cgroup), name), &raw(*nr, args));
+        assert!(outcome.status.success(), "{name}: {outcome:?}");
+        let pid = outcome.field("pid").as_i64().expect("pid");
+        let event = tail.wait_for(name, |event| {
+            event["process"]["pid"].as_i64() == Some(pid)
+                && event["enforcer"]["syscall"]["name"] == *name
+        });
+        let enforcer = &event["enforcer"];
+        assert_eq!(enforcer["action"], "audit", "{name}: {event}");
+        assert_eq!(enforcer["source"], "syscall", "{name}: {event}");
+        assert_eq!(enforcer["hook"], "sys_exit", "{name}: {event}");
+        assert_eq!(enforcer["syscall"]["nr"], *nr, "{name}: {event}");
+        assert_eq!(
+            enforcer["syscall"]["ret"].as_i64(),
+            Some(outcome.kernel_ret()),
+            "{name}: the event's return value is the one the caller saw: {event}"
+        );
+        let decoded: Vec<i64> = enforcer["syscall"]["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .map(|a| a.as_u64().expect("arg") as i64)
+            .collect();
+        assert_eq!(&decoded[..args.len()], *args, "{name}: {event}");
+    }
+    // One decision counted per call, by operation.
+    assert_eq!(counters(&cgroup, "mount"), (10, 0, 0));
+    assert_eq!(counters(&cgroup, "keyctl"), (3, 0, 0));
+    assert_eq!(counters(&cgroup, "settime"), (4, 0, 0));
+}
+
+#[test]
+fn kill_ends_the_caller_of_every_guarded_call() {
+    let Some(_serial) = native() else { return };
+    let cgroup = Cgroup::new("enforcer-t6-kill");
+    enforcer_ok(&[
+        "attach",
+        "--cgroup",
+        cgroup.arg(),
+        "--layer",
+        "syscall",
+        "--kill",
+        "all",
+    ]);
+    let tail = Tail::start(&cgroup);
+    for (name, nr, args) in CALLS {
+        let outcome = probe(&setup_for(Some(&cgroup), name), &raw(*nr, args));
+        assert_eq!(
+            outcome.status.signal(),
+            Some(libc::SIGKILL),
+            "{name}: the caller was not killed: {outcome:?}"
+        );
+        assert!(
+            outcome.report.is_none(),
+            "{name} returned to user space: {outcome:?}"
+        );
+        tail.wait_for(name, |event| {
+            event["enforcer"]["syscall"]["name"] == *name && event["enforcer"]["action"] == "kill"
+        });
+    }
+    assert_eq!(counters(&cgroup, "mount"), (0, 0, 10));
+    assert_eq!(counters(&cgroup, "keyctl"), (0, 0, 3));
+    assert_eq!(counters(&cgroup, "settime"), (0, 0, 4));
+}
+
+#[test]
+fn a_process_outside_the_cgroup_is_untouched() {
+    let Some(_serial) = native() else { return };
+    let cgroup = Cgroup::new("enforcer-t6-outside");
+    enforcer_ok(&[
+        "attach",
+        "--cgroup",
+        cgroup.arg(),
+        "--layer",
+        "syscall",
+        "--kill",
+        "all",
+    ]);
+    let tail = Tail::start(&cgroup);
+    let outside = probe(&[], &raw(SETTIMEOFDAY, &[0, 0]));
+    assert!(outside.status.success(), "{outside:?}");
+    assert_eq!(outside.errno(), 0, "{outside:?}");
+    let pid = outside.field("pid").as_i64().expect("pid");
+    assert_eq!(tail.settled_events_of(pid), Vec::<Value>::new());
+    // The same call from inside is killed: the policy is in force.
+    let inside = probe(&["--cgroup", cgroup.arg()], &raw(SETTIMEOFDAY, &[0, 0]));
+    assert_eq!(inside.status.signal(), Some(libc::SIGKILL), "{inside:?}");
+}
+
+/// Runs settimeofday(NULL, NULL) in an audited cgroup with `setup`; returns the event.
+fn refused_settime(name: &str, setup: &[&str]) -> Value {
+    let cgroup = Cgroup::new(name);
+    enforcer_ok(&[
+        "attach",
+        "--cgroup",
+        cgroup.arg(),
+        "--layer",
+        "syscall",
+        "--audit",
+        "settime",
+    ]);
+    let tail = Tail::start(&cgroup);
+    let mut all = vec!["--cgroup", cgroup.arg()];
+    all.extend_from_slice(setup);
+    let outcome = probe(&all, &raw(SETTIMEOFDAY, &[0, 0]));
+    assert_eq!(outcome.errno(), libc::EPERM as i64, "{outcome:?}");
+    let pid = outcome.field("pid").as_i64().expect("pid");
+    let events = tail.settled_events_of(pid);
+    assert_eq!(events.len(), 1, "one event for the call: {events:?}");
+    let event = events.into_iter().next().expect("one event");
+    assert_eq!(event["enforcer"]["syscall"]["ret"], -(libc::EPERM as i64));
+    assert_eq!(event["enforcer"]["errno"], libc::EPERM);
+    event
+}
+
+#[test]
+fn a_seccomp_refusal_is_attributed_to_seccomp() {
+    let Some(_serial) = native() else { return };
+    let event = refused_settime(
+        "enforcer-t6-seccomp",
+        &["--seccomp-eperm", &SETTIMEOFDAY.to_string()],
+    );
+    assert_eq!(event["enforcer"]["refused_by"], "seccomp", "{event}");
+}
+
+#[test]
+fn a_missing_capability_is_attributed_to_the_capability() {
+    let Some(_serial) = native() else { return };
+    let event = refused_settime(
+        "enforcer-t6-capability",
+        &["--drop-cap", &CAP_SYS_TIME.to_string()],
+    );
+    assert_eq!(event["enforcer"]["refused_by"], "capability", "{event}");
+}
+
+#[test]
+fn deny_is_refused_in_syscall_mode_and_nothing_changes() {
+    let Some(_serial) = native() else { return };
+    let cgroup = Cgroup::new("enforcer-t6-deny");
+    let run = enforcer(&[
+        "attach",
+        "--cgroup",
+        cgroup.arg(),
+        "--layer",
+        "syscall",
+        "--deny",
+        "settime",
+    ]);
+    assert_eq!(run.status.code(), Some(EXIT_NOT_IN_LAYER), "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "one line: {}", run.stderr);
+    assert!(
+        run.stderr.contains("cannot change a call's result"),
+        "names the reason: {}",
+        run.stderr
+    );
+    let list = enforcer(&["list", "--json"]);
+    if list.status.success() {
+        assert!(
+            !list
+                .stdout
+                .contains(&format!("\"cgroup_id\":{}", cgroup.id())),
+            "no policy was set: {}",
+            list.stdout
+        );
+    }
+}
+
+#[test]
+fn the_layer_detaches_with_the_last_policy_that_wants_it() {
+    let Some(_serial) = native() else { return };
+    let first = Cgroup::new("enforcer-t6-detach-a");
+    let second = Cgroup::new("enforcer-t6-detach-b");
+    for cgroup in [&first, &second] {
+        enforcer_ok(&[
+            "attach",
+            "--cgroup",
+            cgroup.arg(),
+            "--layer",
+            "syscall",
+            "--audit",
+            "keyctl",
+        ]);
+    }
+    assert!(syscall_link_pinned());
+    enforcer_ok(&["detach", "--cgroup", first.arg()]);
+    assert!(
+        syscall_link_pinned(),
+        "another policy still wants the layer"
+    );
+    enforcer_ok(&["detach", "--cgroup", second.arg()]);
+    assert!(
+        !syscall_link_pinned(),
+        "the layer stays attached with no policy wanting it"
+    );
+}
+
+#[test]
+fn record_tallies_a_workload_and_suggests_the_strictest_policy() {
+    let Some(_serial) = native() else { return };
+    let cgroup = Cgroup::new("enforcer-t6-record");
+    let record = Command::new(enforcer_bin())
+        .args([
+            "record",
+            "--cgroup",
+            cgroup.arg(),
+            "--duration",
+            "3s",
+            "--suggest",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start record");
+    thread::sleep(Duration::from_millis(1000));
+    let inside = ["--cgroup", cgroup.arg()];
+    // settimeofday(NULL, NULL) succeeds; a keyctl refused by seccomp; an invalid clock id fails.
+    assert_eq!(probe(&inside, &raw(SETTIMEOFDAY, &[0, 0])).errno(), 0);
+    let mut seccomp = inside.to_vec();
+    seccomp.extend(["--seccomp-eperm", "250"]);
+    assert_eq!(
+        probe(&seccomp, &raw(250, &[0, -1, 0])).errno(),
+        libc::EPERM as i64
+    );
+    assert_ne!(probe(&inside, &raw(227, &[-1, 0])).errno(), 0);
+    let output = record.wait_with_output().expect("record");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    let row = |op: &str| {
+        stderr
+            .lines()
+            .find(|line| line.starts_with(op))
+            .unwrap_or_else(|| panic!("no {op} row: {stderr}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    // OPERATION CALLS SUCCEEDED FAILED REFUSED...
+    assert_eq!(row("settime")[1..4], ["2", "1", "1"], "{stderr}");
+    assert_eq!(
+        row("keyctl")[1..6],
+        ["1", "0", "0", "1", "seccomp"],
+        "{stderr}"
+    );
+    assert_eq!(row("mount")[1..4], ["0", "0", "0"], "{stderr}");
+    assert!(
+        stdout.contains(&format!("  - cgroup: {}\n", cgroup.arg())),
+        "{stdout}"
+    );
+    assert!(stdout.contains("    deny: [mount, keyctl]\n"), "{stdout}");
+    assert!(stdout.contains("    audit: [settime]\n"), "{stdout}");
+    // The recording policy is gone, and with it the layer.
+    assert!(!syscall_link_pinned());
+}
+
+#[test]
+fn record_refuses_a_cgroup_with_a_policy_and_leaves_it() {
+    let Some(_serial) = native() else { return };
+    let cgroup = Cgroup::new("enforcer-t6-record-taken");
+    enforcer_ok(&[
+        "attach",
+        "--cgroup",
+        cgroup.arg(),
+        "--layer",
+        "syscall",
+        "--kill",
+        "mount",
+    ]);
+    let run = enforcer(&["record", "--cgroup", cgroup.arg(), "--duration", "1s"]);
+    assert_eq!(run.status.code(), Some(4), "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("already has a policy"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(counters(&cgroup, "mount"), (0, 0, 0));
+    let list = enforcer_ok(&["list", "--json"]);
+    assert!(list.contains("\"action\":\"kill\""), "policy kept: {list}");
+}
