@@ -204,6 +204,48 @@ pub mod syscalls {
     pub const REQUEST_KEY: i64 = 249;
     pub const KEYCTL: i64 = 250;
 
+    /// The guarded calls as a 32-bit (ia32) caller numbers them. Such a caller may be a 32-bit
+    /// program or a 64-bit one using `int $0x80`; the kernel marks both with [`crate::TS_COMPAT`].
+    pub mod ia32 {
+        pub const MOUNT: i64 = 21;
+        /// `umount(name)`: umount2 without flags.
+        pub const UMOUNT: i64 = 22;
+        /// `stime(time_t *)`: sets the clock.
+        pub const STIME: i64 = 25;
+        pub const UMOUNT2: i64 = 52;
+        pub const SETTIMEOFDAY: i64 = 79;
+        pub const ADJTIMEX: i64 = 124;
+        pub const PIVOT_ROOT: i64 = 217;
+        pub const CLOCK_SETTIME: i64 = 264;
+        pub const ADD_KEY: i64 = 286;
+        pub const REQUEST_KEY: i64 = 287;
+        pub const KEYCTL: i64 = 288;
+        pub const CLOCK_ADJTIME: i64 = 343;
+        pub const CLOCK_SETTIME64: i64 = 404;
+        pub const CLOCK_ADJTIME64: i64 = 405;
+
+        /// The x86_64 number of the call a 32-bit caller's `nr` makes, for the guarded calls
+        /// (the new mount API, 428 to 442, has the same numbers in both tables); -1 for every
+        /// other call. The strings read the same; the requested time is not read (32-bit time
+        /// layouts).
+        pub const fn native(nr: i64) -> i64 {
+            match nr {
+                MOUNT => super::MOUNT,
+                UMOUNT | UMOUNT2 => super::UMOUNT2,
+                STIME | SETTIMEOFDAY => super::SETTIMEOFDAY,
+                ADJTIMEX => super::ADJTIMEX,
+                PIVOT_ROOT => super::PIVOT_ROOT,
+                CLOCK_SETTIME | CLOCK_SETTIME64 => super::CLOCK_SETTIME,
+                CLOCK_ADJTIME | CLOCK_ADJTIME64 => super::CLOCK_ADJTIME,
+                ADD_KEY => super::ADD_KEY,
+                REQUEST_KEY => super::REQUEST_KEY,
+                KEYCTL => super::KEYCTL,
+                super::OPEN_TREE..=super::MOUNT_SETATTR if super::operation(nr).is_some() => nr,
+                _ => -1,
+            }
+        }
+    }
+
     /// Mount-family calls that reach no dedicated mount hook, only their `CAP_SYS_ADMIN` check.
     /// The numbers are the same for 64-bit and 32-bit callers. mount, umount2, pivot_root and
     /// move_mount are left to their own hooks, which see the mount objects.
@@ -216,7 +258,7 @@ pub mod syscalls {
 
     /// The operation a system call belongs to, for the syscall layer's filter at `sys_enter` and
     /// `sys_exit`; `None` for every call the enforcer does not guard. x86_64 numbers: a 32-bit
-    /// (ia32) caller's numbers mean other calls (see the README's limits).
+    /// caller's go through [`ia32::native`] first.
     pub const fn operation(nr: i64) -> Option<crate::Operation> {
         match nr {
             MOUNT | UMOUNT2 | PIVOT_ROOT | OPEN_TREE | MOVE_MOUNT | FSOPEN | FSCONFIG | FSMOUNT
@@ -409,8 +451,15 @@ pub struct KernelLayout {
     pub cred_gid: u32,
     /// `cred.cap_effective` (`kernel_cap_t`: 8 bytes, capability n is bit n, on every kernel).
     pub cred_cap_effective: u32,
+    /// `task_struct.thread_info.status` (`u32`; bit [`TS_COMPAT`] during a 32-bit system call).
+    pub task_ti_status: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 40);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 48);
+
+/// x86 `thread_info.status` bit set from the entry of a 32-bit (ia32) system call until the
+/// return to user space, whatever instruction made it (`int $0x80` from a 64-bit process too).
+pub const TS_COMPAT: u32 = 0x0002;
 
 /// A marker for an unused [`LevelFilter`] slot.
 pub const LEVEL_UNUSED: u32 = u32::MAX;
@@ -595,7 +644,11 @@ pub struct Event {
     /// Who refused the call, by [`refused_by`]: set when the enforcer's LSM program denied it,
     /// or when a syscall-layer event saw EPERM/EACCES come back.
     pub refused_by: u8,
-    pub _pad2: [u8; 6],
+    /// 1 when the caller made a 32-bit (ia32) system call; [`Event::syscall`] is then the
+    /// x86_64 number of the same call, `args` are in the call's order, and the requested time is
+    /// not read (32-bit time layouts).
+    pub compat: u8,
+    pub _pad2: [u8; 5],
     /// The system call's return value (`sys_exit`); for LSM events the hook's return value.
     pub ret: i64,
 }

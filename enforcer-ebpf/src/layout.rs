@@ -16,6 +16,8 @@ static LAYOUT: KernelLayout = KernelLayout {
     cred_uid: 0,
     cred_gid: 0,
     cred_cap_effective: 0,
+    task_ti_status: 0,
+    _pad: 0,
 };
 
 /// The offsets of the running kernel.

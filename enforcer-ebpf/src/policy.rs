@@ -15,7 +15,7 @@ use aya_ebpf::{
 use aya_log_ebpf::info;
 use enforcer_common::{
     Action, COMM_LEN, EVENT_STR_LEN, EVENT_VERSION, Event, Hook, LEVEL_UNUSED, MAX_POLICY_LEVELS,
-    Operation, Policy, config, policy_flags, refused_by, source, string_slot, syscalls,
+    Operation, Policy, TS_COMPAT, config, policy_flags, refused_by, source, string_slot, syscalls,
 };
 
 use crate::layout;
@@ -44,44 +44,86 @@ impl Verdict {
 
 /// The system call the current task is in, from its saved user registers.
 pub struct Syscall {
-    /// x86_64 number, -1 when the task is not in a system call.
+    /// x86_64 number (for a 32-bit caller, that of the same call: [`syscalls::ia32::native`]),
+    /// -1 when the task is not in a system call or in a 32-bit one the enforcer does not guard.
     pub nr: i64,
+    /// The arguments, in the call's order.
     pub args: [u64; 6],
+    /// A 32-bit (ia32) system call.
+    pub compat: bool,
     /// The current task (a BTF pointer: field loads from it are checked by the verifier).
     task: *const u8,
+}
+
+/// The current task, as a BTF pointer.
+#[inline(always)]
+pub(crate) fn current_task() -> *const u8 {
+    // SAFETY: plain helper call.
+    unsafe { bpf_get_current_task_btf() }.cast()
+}
+
+/// Whether `task` is in a 32-bit (ia32) system call: a 32-bit program, or a 64-bit one using
+/// `int $0x80`. Their call numbers mean other calls than the same x86_64 numbers.
+#[inline(always)]
+pub(crate) fn in_compat_syscall(task: *const u8) -> bool {
+    let layout = layout::get();
+    // SAFETY: `task` is a BTF task pointer and the offset is its thread_info.status, a u32.
+    let status = unsafe { *task.add(layout.task_ti_status as usize).cast::<u32>() };
+    status & TS_COMPAT != 0
 }
 
 impl Syscall {
     /// A call recorded earlier (the syscall layer's entry record), made by the current task.
     #[inline(always)]
-    pub(crate) fn recorded(nr: i64, args: [u64; 6]) -> Self {
+    pub(crate) fn recorded(nr: i64, args: [u64; 6], compat: bool) -> Self {
         Self {
             nr,
             args,
-            // SAFETY: plain helper call.
-            task: unsafe { bpf_get_current_task_btf() }.cast(),
+            compat,
+            task: current_task(),
         }
     }
 
     #[inline(always)]
     pub(crate) fn current() -> Self {
+        let task = current_task();
+        let compat = in_compat_syscall(task);
         // SAFETY: bpf_task_pt_regs returns a BTF-typed pointer to the task's saved user
         // registers; the verifier turns these field loads into fault-safe loads, far cheaper than
         // copying the whole struct with probe_read.
         unsafe {
-            let task = bpf_get_current_task_btf();
-            let regs = bpf_task_pt_regs(task.cast()) as *const pt_regs;
-            Self {
-                task: task.cast(),
-                nr: (*regs).orig_rax as i64,
-                args: [
-                    (*regs).rdi,
-                    (*regs).rsi,
-                    (*regs).rdx,
-                    (*regs).r10,
-                    (*regs).r8,
-                    (*regs).r9,
-                ],
+            let regs = bpf_task_pt_regs(task.cast_mut().cast()) as *const pt_regs;
+            let nr = (*regs).orig_rax as i64;
+            if compat {
+                // The ia32 calling convention: ebx, ecx, edx, esi, edi, ebp.
+                const LOW: u64 = 0xffff_ffff;
+                Self {
+                    task,
+                    nr: syscalls::ia32::native(nr),
+                    args: [
+                        (*regs).rbx & LOW,
+                        (*regs).rcx & LOW,
+                        (*regs).rdx & LOW,
+                        (*regs).rsi & LOW,
+                        (*regs).rdi & LOW,
+                        (*regs).rbp & LOW,
+                    ],
+                    compat,
+                }
+            } else {
+                Self {
+                    task,
+                    nr,
+                    args: [
+                        (*regs).rdi,
+                        (*regs).rsi,
+                        (*regs).rdx,
+                        (*regs).r10,
+                        (*regs).r8,
+                        (*regs).r9,
+                    ],
+                    compat,
+                }
             }
         }
     }
@@ -316,12 +358,14 @@ pub(crate) fn emit(
     event.hook_arg = hook_arg;
     // NULL arguments are common (settimeofday(NULL, tz)) and a faulting read costs thousands of
     // instructions in the page fault handler, so they are skipped.
+    // 32-bit callers pass 32-bit time layouts: their requested time stays unread.
     event.requested_sec = -1;
-    if let Some(&ptr) = syscall
-        .args
-        .get(syscalls::time_arg(syscall.nr))
-        .filter(|&&ptr| ptr != 0)
-    {
+    let time_arg = if syscall.compat {
+        syscalls::NO_ARG
+    } else {
+        syscalls::time_arg(syscall.nr)
+    };
+    if let Some(&ptr) = syscall.args.get(time_arg).filter(|&&ptr| ptr != 0) {
         // SAFETY: reads the caller's memory; a fault yields Err and leaves -1.
         if let Ok(sec) = unsafe { bpf_probe_read_user(ptr as *const i64) } {
             event.requested_sec = sec;
@@ -333,7 +377,8 @@ pub(crate) fn emit(
     read_string_arg(&mut event.strings[string_slot::FS_TYPE], syscall, fs_type);
     event.source = outcome.source;
     event.refused_by = outcome.refused_by;
-    event._pad2 = [0; 6];
+    event.compat = syscall.compat as u8;
+    event._pad2 = [0; 5];
     event.ret = outcome.ret;
     entry.submit(submit_flags);
 }

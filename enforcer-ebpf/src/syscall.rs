@@ -31,7 +31,9 @@ use enforcer_common::{
 use crate::{
     layout,
     maps::{CONFIG, SYS_INFLIGHT},
-    policy::{Decision, Outcome, SIGKILL, Syscall, count, decide, emit},
+    policy::{
+        Decision, Outcome, SIGKILL, Syscall, count, current_task, decide, emit, in_compat_syscall,
+    },
 };
 
 const EPERM: i64 = 1;
@@ -51,17 +53,34 @@ pub struct Inflight {
     action: u8,
     /// Set by the LSM programs when they denied this call.
     lsm_denied: u8,
-    _pad: u8,
+    /// A 32-bit call.
+    compat: u8,
 }
 
 /// `sys_enter(struct pt_regs *regs, long id)`.
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     let nr: i64 = ctx.arg(1);
-    if let Some(op) = syscalls::operation(nr) {
+    if let Some((nr, op)) = guarded(nr) {
         on_enter(nr, op);
     }
     0
+}
+
+/// The x86_64 number and the operation of a guarded call numbered `raw` by the caller, which may
+/// be in a 32-bit (ia32) call: there 164 is setresuid, not settimeofday, and settimeofday is 79.
+/// Only numbers guarded in either table pay for the check of the call's kind.
+#[inline(always)]
+fn guarded(raw: i64) -> Option<(i64, Operation)> {
+    if syscalls::operation(raw).is_none() && syscalls::ia32::native(raw) < 0 {
+        return None;
+    }
+    let nr = if in_compat_syscall(current_task()) {
+        syscalls::ia32::native(raw)
+    } else {
+        raw
+    };
+    Some((nr, syscalls::operation(nr)?))
 }
 
 #[inline(always)]
@@ -76,12 +95,12 @@ fn on_enter(nr: i64, op: Operation) {
     let record = Inflight {
         nr,
         args: syscall.args,
+        compat: syscall.compat as u8,
         policy_cgroup_id: decision.policy_cgroup_id,
         flags: decision.flags,
         op: op as u8,
         action: decision.action as u8,
         lsm_denied: 0,
-        _pad: 0,
     };
     let tid = bpf_get_current_pid_tgid() as u32;
     // Best effort: without the record the exit reports nothing (or, for EPERM, "other").
@@ -104,8 +123,7 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     let Ok(nr) = (unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*regs).orig_rax)) }) else {
         return 0;
     };
-    let nr = nr as i64;
-    if let Some(op) = syscalls::operation(nr) {
+    if let Some((nr, op)) = guarded(nr as i64) {
         let ret: i64 = ctx.arg(1);
         on_exit(nr, op, ret);
     }
@@ -141,7 +159,7 @@ fn on_exit(nr: i64, op: Operation, ret: i64) {
                 policy_cgroup_id: record.policy_cgroup_id,
                 flags: record.flags,
             };
-            let syscall = Syscall::recorded(nr, record.args);
+            let syscall = Syscall::recorded(nr, record.args, record.compat != 0);
             (decision, syscall, by)
         }
         _ => {

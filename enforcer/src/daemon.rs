@@ -252,7 +252,8 @@ mod tests {
             strings: [[0; enforcer_common::EVENT_STR_LEN]; 3],
             source: 0,
             refused_by: 0,
-            _pad2: [0; 6],
+            compat: 0,
+            _pad2: [0; 5],
             ret: 0,
         }
     }

@@ -123,12 +123,18 @@ fn string(event: &Event, slot: usize) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
-/// The system call's name, or its number when this build does not know it.
+/// The system call's name, or its number when this build does not know it; a 32-bit caller's
+/// call says so.
 pub fn syscall_name(event: &Event) -> String {
-    match syscalls::name(event.syscall) {
+    let name = match syscalls::name(event.syscall) {
         Some(name) => name.to_owned(),
         None if event.syscall < 0 => "-".to_owned(),
         None => format!("syscall {}", event.syscall),
+    };
+    if event.compat != 0 {
+        format!("{name} (32-bit)")
+    } else {
+        name
     }
 }
 
@@ -271,7 +277,13 @@ impl Rendered {
                 "errno": e.errno,
                 "detail": detail(e),
                 "policy_cgroup_id": e.policy_cgroup_id,
-                "syscall": { "nr": e.syscall, "name": syscalls::name(e.syscall), "args": e.args, "ret": e.ret },
+                "syscall": {
+                    "nr": e.syscall,
+                    "name": syscalls::name(e.syscall),
+                    "args": e.args,
+                    "ret": e.ret,
+                    "compat": e.compat != 0,
+                },
                 "hook_arg": e.hook_arg,
                 "source": if e.source == source::SYSCALL { "syscall" } else { "lsm" },
                 "refused_by": refused_by::name(e.refused_by),
@@ -325,7 +337,8 @@ mod tests {
             strings: [[0; enforcer_common::EVENT_STR_LEN]; 3],
             source: source::LSM,
             refused_by: refused_by::ENFORCER,
-            _pad2: [0; 6],
+            compat: 0,
+            _pad2: [0; 5],
             ret: -1,
         }
     }

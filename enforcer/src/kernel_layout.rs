@@ -54,6 +54,8 @@ fn from_file(path: &Path) -> Result<KernelLayout, LayoutError> {
         cred_uid: field("cred.uid")?,
         cred_gid: field("cred.gid")?,
         cred_cap_effective: field("cred.cap_effective")?,
+        task_ti_status: field("task_struct.thread_info.status")?,
+        _pad: 0,
     })
 }
 

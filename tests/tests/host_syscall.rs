@@ -400,6 +400,52 @@ fn kill_ends_the_caller_of_every_guarded_call() {
     assert_eq!(counters(&cgroup, "settime"), (0, 0, 4));
 }
 
+/// A 32-bit call (`int $0x80`, here from the 64-bit probe) is judged by the 32-bit table: ia32
+/// call 164 is setresuid, not settimeofday as on x86_64, and passes; ia32 79 is settimeofday and
+/// is killed, with the event naming it. Without the kernel's mark of a 32-bit call, the first
+/// would be killed and the second missed.
+#[test]
+fn thirty_two_bit_calls_are_judged_by_their_own_numbers() {
+    let Some(_serial) = native() else { return };
+    const IA32_GETPID: &str = "20";
+    let check = probe(&[], &["raw32".into(), IA32_GETPID.into()]);
+    if check.report.is_none() || check.errno() != 0 {
+        eprintln!("skipped: this kernel does not run 32-bit system calls ({check:?})");
+        return;
+    }
+    let cgroup = Cgroup::new("enforcer-t6-ia32");
+    enforcer_ok(&[
+        "attach",
+        "--cgroup",
+        cgroup.arg(),
+        "--layer",
+        "syscall",
+        "--kill",
+        "settime",
+    ]);
+    let tail = Tail::start(&cgroup);
+    let as_strings = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    // setresuid(-1, -1, -1): changes nothing.
+    let setresuid = probe(
+        &setup_for(Some(&cgroup), "setresuid"),
+        &as_strings(&["raw32", "164", "-1", "-1", "-1"]),
+    );
+    assert_eq!(setresuid.status.signal(), None, "{setresuid:?}");
+    assert_eq!(setresuid.errno(), 0, "{setresuid:?}");
+    // settimeofday(NULL, NULL): changes nothing either, but is a guarded call.
+    let settime = probe(
+        &setup_for(Some(&cgroup), "settimeofday"),
+        &as_strings(&["raw32", "79", "0", "0"]),
+    );
+    assert_eq!(settime.status.signal(), Some(libc::SIGKILL), "{settime:?}");
+    let event = tail.wait_for("ia32 settimeofday", |event| {
+        event["enforcer"]["action"] == "kill"
+    });
+    assert_eq!(event["enforcer"]["syscall"]["name"], "settimeofday");
+    assert_eq!(event["enforcer"]["syscall"]["compat"], true);
+    assert_eq!(counters(&cgroup, "settime"), (0, 0, 1));
+}
+
 #[test]
 fn a_process_outside_the_cgroup_is_untouched() {
     let Some(_serial) = native() else { return };

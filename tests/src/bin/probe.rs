@@ -58,6 +58,9 @@ fn main() -> ExitCode {
         // A raw system call with integer arguments: `raw NR [ARG...]` (for the syscall layer's
         // tests, which call every guarded number with harmless arguments such as NULL).
         "raw" => raw(&args[1..]),
+        // The same through the 32-bit entry (`int $0x80`), with the ia32 call number and up to
+        // five arguments: `raw32 NR [ARG...]`.
+        "raw32" => raw32(&args[1..]),
         "settimeofday" => settimeofday(number(1)),
         "clock_settime" => clock_settime(number(1)),
         "adjtimex-offset" => adjust_clock(false, number(1)),
@@ -263,6 +266,32 @@ fn raw(args: &[String]) -> Outcome {
     // SAFETY: the caller picks arguments the call handles (NULL pointers, invalid descriptors);
     // the kernel checks every one of them.
     check(unsafe { libc::syscall(n[0], n[1], n[2], n[3], n[4], n[5], n[6]) })
+}
+
+fn raw32(args: &[String]) -> Outcome {
+    let mut n = [0i64; 6];
+    for (slot, arg) in n.iter_mut().zip(args) {
+        *slot = arg.parse().unwrap_or(0);
+    }
+    let ret: i64;
+    // SAFETY: an ia32 system call with integer arguments the kernel checks (see `raw`). rbx is
+    // reserved by the compiler, so the first argument is swapped into it around the call.
+    unsafe {
+        std::arch::asm!(
+            "xchg {b}, rbx",
+            "int 0x80",
+            "xchg {b}, rbx",
+            b = inout(reg) n[1] => _,
+            inlateout("rax") n[0] => ret,
+            in("rcx") n[2],
+            in("rdx") n[3],
+            in("rsi") n[4],
+            in("rdi") n[5],
+        );
+    }
+    // eax holds the result: -errno on failure.
+    let ret = i64::from(ret as i32);
+    if ret < 0 { Err(-ret as i32) } else { Ok(ret) }
 }
 
 fn cstr(s: &str) -> CString {
