@@ -75,13 +75,30 @@ pub enum Hook {
     KeyPermission = 6,
 }
 
+/// Where a program attaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attach {
+    /// A BPF LSM hook, named without the `bpf_lsm_` prefix.
+    Lsm(&'static str),
+    /// A raw tracepoint (`BPF_PROG_TYPE_RAW_TRACEPOINT`), such as `sched_process_fork`.
+    RawTracepoint(&'static str),
+}
+
+impl Attach {
+    /// The hook or tracepoint name.
+    pub const fn point(self) -> &'static str {
+        match self {
+            Self::Lsm(name) | Self::RawTracepoint(name) => name,
+        }
+    }
+}
+
 /// One row of the hook table: which program serves which kernel hook.
 pub struct HookSpec {
     pub hook: Hook,
     /// Name of the program in the BPF object (at most 15 bytes: the kernel cuts longer names).
     pub program: &'static str,
-    /// LSM hook name, without the `bpf_lsm_` prefix.
-    pub lsm_hook: &'static str,
+    pub attach: Attach,
 }
 
 /// One row of the operation table: the operation, its CLI name and the hooks that guard it.
@@ -92,23 +109,24 @@ pub struct OpSpec {
     pub hooks: &'static [Hook],
 }
 
-const fn hook(hook: Hook, name: &'static str) -> HookSpec {
+/// A BPF LSM program named after its hook.
+const fn lsm(hook: Hook, name: &'static str) -> HookSpec {
     HookSpec {
         hook,
         program: name,
-        lsm_hook: name,
+        attach: Attach::Lsm(name),
     }
 }
 
 /// Every hook we attach. User space loads and attaches exactly these programs.
 pub const HOOKS: &[HookSpec] = &[
-    hook(Hook::Capable, "capable"),
-    hook(Hook::SbMount, "sb_mount"),
-    hook(Hook::SbUmount, "sb_umount"),
-    hook(Hook::SbPivotroot, "sb_pivotroot"),
-    hook(Hook::MoveMount, "move_mount"),
-    hook(Hook::KeyAlloc, "key_alloc"),
-    hook(Hook::KeyPermission, "key_permission"),
+    lsm(Hook::Capable, "capable"),
+    lsm(Hook::SbMount, "sb_mount"),
+    lsm(Hook::SbUmount, "sb_umount"),
+    lsm(Hook::SbPivotroot, "sb_pivotroot"),
+    lsm(Hook::MoveMount, "move_mount"),
+    lsm(Hook::KeyAlloc, "key_alloc"),
+    lsm(Hook::KeyPermission, "key_permission"),
 ];
 
 /// Every operation a policy can name. Adding an operation is one row here plus one hook module in
@@ -267,7 +285,7 @@ impl Hook {
     }
 
     pub fn name(self) -> &'static str {
-        self.spec().map_or("unknown", |spec| spec.lsm_hook)
+        self.spec().map_or("unknown", |spec| spec.attach.point())
     }
 }
 
@@ -280,7 +298,8 @@ pub struct Policy {
     /// Depth of the cgroup below the cgroup v2 root (the root is 0). User space derives
     /// [`PolicyIndex`] from it.
     pub level: u32,
-    pub _pad: u32,
+    /// [`policy_flags`] bits.
+    pub flags: u32,
 }
 const _: () = assert!(core::mem::size_of::<Policy>() == 24);
 
@@ -289,6 +308,45 @@ impl Policy {
         Action::from_u8(self.actions[op as usize]).unwrap_or(Action::Deny)
     }
 }
+
+/// Bits of [`Policy::flags`].
+pub mod policy_flags {
+    /// The policy wants the syscall layer (raw `sys_enter`/`sys_exit` programs) as well.
+    pub const SYSCALL_LAYER: u32 = 1 << 0;
+    /// Workload arming: a task that entered the cgroup is subject from its first exec there; the
+    /// container runtime's setup before that exec is not.
+    pub const ARM_EXEC: u32 = 1 << 1;
+}
+
+/// Byte offsets of the kernel struct fields the programs read, found by user space in the running
+/// kernel's BTF (`/sys/kernel/btf/vmlinux`) and written into the programs' read-only data before
+/// they load. Rust BPF programs get no CO-RE relocations from aya 0.14, so this is how they read
+/// fields whose offsets differ between kernels.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelLayout {
+    /// `task_struct.pid` (`pid_t`: the thread id).
+    pub task_pid: u32,
+    /// `task_struct.tgid` (`pid_t`).
+    pub task_tgid: u32,
+    /// `task_struct.start_time` (`u64`, monotonic ns).
+    pub task_start_time: u32,
+    /// `task_struct.real_parent` (`struct task_struct *`).
+    pub task_real_parent: u32,
+    /// `task_struct.cred` (`const struct cred *`).
+    pub task_cred: u32,
+    /// `task_struct.comm` (`char[16]`).
+    pub task_comm: u32,
+    /// `task_struct.seccomp.mode` (`int`).
+    pub task_seccomp_mode: u32,
+    /// `cred.uid` (`kuid_t`, a `u32`).
+    pub cred_uid: u32,
+    /// `cred.gid` (`kgid_t`, a `u32`).
+    pub cred_gid: u32,
+    /// `cred.cap_effective` (`kernel_cap_t`: 8 bytes, capability n is bit n, on every kernel).
+    pub cred_cap_effective: u32,
+}
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 40);
 
 /// A marker for an unused [`LevelFilter`] slot.
 pub const LEVEL_UNUSED: u32 = u32::MAX;
@@ -476,6 +534,7 @@ mod user {
     unsafe impl aya::Pod for super::Counters {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::KernelLayout {}
 }
 
 #[cfg(test)]

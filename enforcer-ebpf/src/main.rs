@@ -6,6 +6,7 @@
 mod bench;
 mod capable;
 mod keys;
+mod layout;
 mod maps;
 mod mount;
 mod policy;

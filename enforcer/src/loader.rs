@@ -29,9 +29,11 @@ use std::{
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{Lsm, ProgramError, links::FdLink, links::PinnedLink},
+    programs::{Lsm, Program, ProgramError, RawTracePoint, links::FdLink, links::PinnedLink},
 };
-use enforcer_common::{ABI_VERSION, Config, Counters, HOOKS, HookSpec, Policy, PolicyIndex};
+use enforcer_common::{
+    ABI_VERSION, Attach, Config, Counters, HOOKS, HookSpec, KernelLayout, Policy, PolicyIndex,
+};
 use nix::fcntl::{Flock, FlockArg};
 use thiserror::Error;
 
@@ -119,6 +121,8 @@ pub enum LoaderError {
         "kernel BTF is unavailable at /sys/kernel/btf/vmlinux ({0}); a kernel with CONFIG_DEBUG_INFO_BTF=y is needed"
     )]
     NoBtf(String),
+    #[error(transparent)]
+    KernelLayout(#[from] crate::kernel_layout::LayoutError),
     #[error("the BPF object has no {0} '{1}'; the build is broken, rebuild enforcer")]
     BrokenObject(&'static str, &'static str),
     #[error("{what}: {source}")]
@@ -701,6 +705,7 @@ pub fn this_build() -> u64 {
 fn load_object(pins: &Pins, btf: &Btf) -> Result<Ebpf, LoaderError> {
     let mut loader = EbpfLoader::new();
     loader.btf(Some(btf));
+    loader.override_global("LAYOUT", kernel_layout()?, true);
     for name in MAPS.into_iter().chain([MAP_BUILD]) {
         loader.map_pin_path(name, pins.map(name));
     }
@@ -709,38 +714,70 @@ fn load_object(pins: &Pins, btf: &Btf) -> Result<Ebpf, LoaderError> {
         .map_err(|err| bpf_err("cannot load the BPF object", err))
 }
 
-fn lsm_program<'a>(ebpf: &'a mut Ebpf, spec: &HookSpec) -> Result<&'a mut Lsm, LoaderError> {
-    ebpf.program_mut(spec.program)
-        .ok_or(LoaderError::BrokenObject("program", spec.program))?
-        .try_into()
-        .map_err(|err| {
-            bpf_err(
-                format!("program {} is not an LSM program", spec.program),
-                err,
-            )
-        })
+/// The running kernel's field offsets, read once per process.
+fn kernel_layout() -> Result<&'static KernelLayout, LoaderError> {
+    static LAYOUT: OnceLock<KernelLayout> = OnceLock::new();
+    if let Some(layout) = LAYOUT.get() {
+        return Ok(layout);
+    }
+    let layout = crate::kernel_layout::from_sys_fs()?;
+    Ok(LAYOUT.get_or_init(|| layout))
 }
 
 /// Loads every hook's program into the kernel (the verifier runs here). Nothing is attached yet,
 /// so a refusal changes nothing.
 fn verify_programs(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), LoaderError> {
     for spec in HOOKS {
-        lsm_program(ebpf, spec)?
-            .load(spec.lsm_hook, btf)
-            .map_err(|err| classify_load_error(spec.program, spec.lsm_hook, err))?;
+        verify_program(ebpf, btf, spec)?;
     }
     Ok(())
 }
 
+fn program<'a>(ebpf: &'a mut Ebpf, spec: &HookSpec) -> Result<&'a mut Program, LoaderError> {
+    ebpf.program_mut(spec.program)
+        .ok_or(LoaderError::BrokenObject("program", spec.program))
+}
+
+fn wrong_kind(spec: &HookSpec, err: ProgramError) -> LoaderError {
+    bpf_err(
+        format!(
+            "program {} is not of the kind its table row says ({:?})",
+            spec.program, spec.attach
+        ),
+        err,
+    )
+}
+
+fn verify_program(ebpf: &mut Ebpf, btf: &Btf, spec: &HookSpec) -> Result<(), LoaderError> {
+    let program = program(ebpf, spec)?;
+    let loaded = match spec.attach {
+        Attach::Lsm(hook) => <&mut Lsm>::try_from(program)
+            .map_err(|err| wrong_kind(spec, err))?
+            .load(hook, btf),
+        Attach::RawTracepoint(_) => <&mut RawTracePoint>::try_from(program)
+            .map_err(|err| wrong_kind(spec, err))?
+            .load(),
+    };
+    loaded.map_err(|err| classify_load_error(spec.program, spec.attach.point(), err))
+}
+
 fn attach(ebpf: &mut Ebpf, spec: &HookSpec) -> Result<FdLink, LoaderError> {
-    let program = lsm_program(ebpf, spec)?;
-    let link_id = program
-        .attach()
-        .map_err(|err| bpf_err(format!("cannot attach {}", spec.program), err))?;
-    let link = program
-        .take_link(link_id)
-        .map_err(|err| bpf_err(format!("cannot take link of {}", spec.program), err))?;
-    Ok(FdLink::from(link))
+    let program = program(ebpf, spec)?;
+    let attach_err = |err| bpf_err(format!("cannot attach {}", spec.program), err);
+    let link_err = |err| bpf_err(format!("cannot take link of {}", spec.program), err);
+    match spec.attach {
+        Attach::Lsm(_) => {
+            let program = <&mut Lsm>::try_from(program).map_err(|err| wrong_kind(spec, err))?;
+            let id = program.attach().map_err(attach_err)?;
+            program.take_link(id).map(FdLink::from).map_err(link_err)
+        }
+        Attach::RawTracepoint(tracepoint) => {
+            let program =
+                <&mut RawTracePoint>::try_from(program).map_err(|err| wrong_kind(spec, err))?;
+            let id = program.attach(tracepoint).map_err(attach_err)?;
+            program.take_link(id).map(FdLink::from).map_err(link_err)
+        }
+    }
 }
 
 /// How a link got to its pin.

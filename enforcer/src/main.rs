@@ -4,6 +4,7 @@ mod cmd;
 mod consumer;
 mod daemon;
 mod events;
+mod kernel_layout;
 mod loader;
 mod policy;
 
@@ -137,9 +138,11 @@ fn exit_code(err: &anyhow::Error) -> Exit {
         if let Some(err) = cause.downcast_ref::<L>() {
             return match err {
                 L::NotPrivileged => Exit::NotPrivileged,
-                L::LsmInactive(_) | L::LsmRefused(_) | L::NoBtf(_) | L::MissingHook { .. } => {
-                    Exit::CannotEnforce
-                }
+                L::LsmInactive(_)
+                | L::LsmRefused(_)
+                | L::NoBtf(_)
+                | L::KernelLayout(_)
+                | L::MissingHook { .. } => Exit::CannotEnforce,
                 L::NotInstalled(_) => Exit::NothingAttached,
                 _ => Exit::Failure,
             };

@@ -79,6 +79,9 @@ impl From<WireCgroup> for Cgroup {
 pub struct WirePolicy {
     pub actions: Vec<u8>,
     pub level: u32,
+    /// `policy_flags` bits.
+    #[serde(default)]
+    pub flags: u32,
 }
 
 impl From<Policy> for WirePolicy {
@@ -86,6 +89,7 @@ impl From<Policy> for WirePolicy {
         Self {
             actions: policy.actions.to_vec(),
             level: policy.level,
+            flags: policy.flags,
         }
     }
 }
@@ -109,7 +113,7 @@ impl WirePolicy {
         Ok(Policy {
             actions,
             level: self.level,
-            _pad: 0,
+            flags: self.flags,
         })
     }
 }

@@ -1,0 +1,38 @@
+//! Kernel struct field offsets, written by user space into `.rodata` before the programs load
+//! (see `enforcer/src/kernel_layout.rs`). The map is frozen read-only, so the verifier treats the
+//! offsets as constants.
+use aya_ebpf::helpers::bpf_probe_read_kernel;
+use enforcer_common::KernelLayout;
+
+#[unsafe(no_mangle)]
+static LAYOUT: KernelLayout = KernelLayout {
+    task_pid: 0,
+    task_tgid: 0,
+    task_start_time: 0,
+    task_real_parent: 0,
+    task_cred: 0,
+    task_comm: 0,
+    task_seccomp_mode: 0,
+    cred_uid: 0,
+    cred_gid: 0,
+    cred_cap_effective: 0,
+};
+
+/// The offsets of the running kernel.
+#[inline(always)]
+#[allow(dead_code)] // until the first program reads a field
+pub fn get() -> KernelLayout {
+    // SAFETY: a plain read of a static; volatile so the compiler cannot fold in the zeros above.
+    unsafe { core::ptr::read_volatile(&LAYOUT) }
+}
+
+/// Reads a `T` at `offset` bytes into the kernel object at `base`; `None` when the read faults.
+///
+/// # Safety
+/// `base` must point at a kernel object whose field at `offset` is a `T`.
+#[inline(always)]
+#[allow(dead_code)]
+pub unsafe fn read_kernel<T>(base: *const u8, offset: u32) -> Option<T> {
+    // SAFETY: bpf_probe_read_kernel checks the address itself and fails instead of faulting.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize).cast::<T>()) }.ok()
+}

@@ -1,0 +1,279 @@
+//! Offsets of the kernel struct fields the BPF programs read, from the running kernel's BTF.
+//!
+//! aya 0.14 gives Rust BPF programs no CO-RE relocations, and field offsets in `task_struct`
+//! differ between kernels (and configs), so user space finds them here and writes them into the
+//! programs' read-only data ([`KernelLayout`], the `LAYOUT` global) before they load; the verifier
+//! then sees constants.
+//!
+//! Only the part of BTF needed to walk struct members is read. aya-obj parses BTF but keeps its
+//! type lookups private, and the one maintained stand-alone BTF crate (btf-rs) is LGPL, which does
+//! not suit a statically linked binary; the format is small and stable (kernel
+//! Documentation/bpf/btf.rst), so a reader of type records and member lists is a few dozen lines.
+use std::{fs, path::Path};
+
+use enforcer_common::KernelLayout;
+use thiserror::Error;
+
+const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+
+#[derive(Debug, Error)]
+pub enum LayoutError {
+    #[error(
+        "cannot read the kernel's BTF at {path}: {source}; enforcer needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"
+    )]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the kernel's BTF is malformed: {0}")]
+    Malformed(&'static str),
+    #[error("the kernel's BTF has no field {0}; this kernel is not supported")]
+    MissingField(String),
+}
+
+/// Reads the running kernel's BTF and finds every offset of [`KernelLayout`].
+pub fn from_sys_fs() -> Result<KernelLayout, LayoutError> {
+    from_file(Path::new(VMLINUX))
+}
+
+fn from_file(path: &Path) -> Result<KernelLayout, LayoutError> {
+    let data = fs::read(path).map_err(|source| LayoutError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let btf = Btf::parse(&data)?;
+    let field = |path: &str| btf.offset_of(path);
+    Ok(KernelLayout {
+        task_pid: field("task_struct.pid")?,
+        task_tgid: field("task_struct.tgid")?,
+        task_start_time: field("task_struct.start_time")?,
+        task_real_parent: field("task_struct.real_parent")?,
+        task_cred: field("task_struct.cred")?,
+        task_comm: field("task_struct.comm")?,
+        task_seccomp_mode: field("task_struct.seccomp.mode")?,
+        cred_uid: field("cred.uid")?,
+        cred_gid: field("cred.gid")?,
+        cred_cap_effective: field("cred.cap_effective")?,
+    })
+}
+
+// BTF kinds (include/uapi/linux/btf.h) this reader needs by name; the rest are only sized.
+const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
+const KIND_TYPEDEF: u32 = 8;
+const KIND_VOLATILE: u32 = 9;
+const KIND_CONST: u32 = 10;
+const KIND_RESTRICT: u32 = 11;
+const KIND_TYPE_TAG: u32 = 18;
+
+/// One type record: its kind, name, the type it refers to (modifiers and typedefs) and, for
+/// structs and unions, where its member list starts in the type section.
+struct Type {
+    kind: u32,
+    name_off: u32,
+    /// `size` or `type` of `struct btf_type`, by kind.
+    size_or_type: u32,
+    kind_flag: bool,
+    vlen: u32,
+    /// Byte offset of the data that follows the record.
+    data: usize,
+}
+
+struct Btf<'a> {
+    types_section: &'a [u8],
+    strings: &'a [u8],
+    /// Index = type id; id 0 is `void`.
+    types: Vec<Type>,
+}
+
+fn u32_at(data: &[u8], at: usize) -> Result<u32, LayoutError> {
+    data.get(at..at + 4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or(LayoutError::Malformed("a record runs past the end"))
+}
+
+impl<'a> Btf<'a> {
+    fn parse(data: &'a [u8]) -> Result<Self, LayoutError> {
+        // struct btf_header: magic u16, version u8, flags u8, hdr_len, type_off, type_len,
+        // str_off, str_len (u32 each); section offsets count from the end of the header.
+        if data.get(..2) != Some(&[0x9f, 0xeb][..]) {
+            return Err(LayoutError::Malformed("not little-endian BTF"));
+        }
+        let hdr_len = u32_at(data, 4)? as usize;
+        let section = |off: usize, len: usize| -> Result<&'a [u8], LayoutError> {
+            let start = hdr_len + u32_at(data, off)? as usize;
+            let len = u32_at(data, len)? as usize;
+            data.get(start..start + len)
+                .ok_or(LayoutError::Malformed("a section runs past the end"))
+        };
+        let types_section = section(8, 12)?;
+        let strings = section(16, 20)?;
+        let mut types = vec![Type {
+            kind: 0,
+            name_off: 0,
+            size_or_type: 0,
+            kind_flag: false,
+            vlen: 0,
+            data: 0,
+        }];
+        let mut at = 0;
+        while at < types_section.len() {
+            let info = u32_at(types_section, at + 4)?;
+            let kind = (info >> 24) & 0x1f;
+            let vlen = info & 0xffff;
+            let data = at + 12;
+            let extra = match kind {
+                1 | 14 | 17 => 4,                            // int, var, decl_tag
+                3 => 12,                                     // array
+                4 | 5 => 12 * vlen as usize,                 // struct, union: members
+                6 | 13 => 8 * vlen as usize,                 // enum, func_proto
+                15 | 19 => 12 * vlen as usize,               // datasec, enum64
+                2 | 7 | 8 | 9 | 10 | 11 | 12 | 16 | 18 => 0, // ptr, fwd, modifiers, func, float
+                _ => return Err(LayoutError::Malformed("unknown type kind")),
+            };
+            types.push(Type {
+                kind,
+                name_off: u32_at(types_section, at)?,
+                size_or_type: u32_at(types_section, at + 8)?,
+                kind_flag: info >> 31 == 1,
+                vlen,
+                data,
+            });
+            at = data + extra;
+        }
+        Ok(Self {
+            types_section,
+            strings,
+            types,
+        })
+    }
+
+    fn name(&self, off: u32) -> &[u8] {
+        let rest = self.strings.get(off as usize..).unwrap_or_default();
+        &rest[..rest.iter().position(|&b| b == 0).unwrap_or(rest.len())]
+    }
+
+    fn get(&self, id: u32) -> Result<&Type, LayoutError> {
+        self.types
+            .get(id as usize)
+            .ok_or(LayoutError::Malformed("a type id out of range"))
+    }
+
+    /// Follows typedefs and modifiers to the type they name.
+    fn resolve(&self, mut id: u32) -> Result<&Type, LayoutError> {
+        for _ in 0..32 {
+            let ty = self.get(id)?;
+            match ty.kind {
+                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
+                    id = ty.size_or_type
+                }
+                _ => return Ok(ty),
+            }
+        }
+        Err(LayoutError::Malformed("a typedef chain that does not end"))
+    }
+
+    /// Byte offset of `member` in the struct or union `ty`, looking inside anonymous members (the
+    /// kernel groups many `task_struct` fields in unnamed structs and unions). Returns the offset
+    /// and the member's type id.
+    fn member(&self, ty: &Type, member: &[u8]) -> Result<Option<(u32, u32)>, LayoutError> {
+        if ty.kind != KIND_STRUCT && ty.kind != KIND_UNION {
+            return Ok(None);
+        }
+        for i in 0..ty.vlen as usize {
+            let at = ty.data + 12 * i;
+            let name_off = u32_at(self.types_section, at)?;
+            let type_id = u32_at(self.types_section, at + 4)?;
+            let raw_offset = u32_at(self.types_section, at + 8)?;
+            // With kind_flag set the low 24 bits are the bit offset, the high 8 a bitfield size.
+            let bits = if ty.kind_flag {
+                raw_offset & 0x00ff_ffff
+            } else {
+                raw_offset
+            };
+            let name = self.name(name_off);
+            if name == member {
+                if bits % 8 != 0 {
+                    return Err(LayoutError::Malformed("a wanted field is a bitfield"));
+                }
+                return Ok(Some((bits / 8, type_id)));
+            }
+            if name.is_empty()
+                && let Some((inner, id)) = self.member(self.resolve(type_id)?, member)?
+            {
+                return Ok(Some((bits / 8 + inner, id)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Offset of a dotted path such as `task_struct.seccomp.mode` from the start of the struct.
+    fn offset_of(&self, path: &str) -> Result<u32, LayoutError> {
+        let missing = || LayoutError::MissingField(path.to_owned());
+        let mut parts = path.split('.');
+        let root = parts.next().ok_or_else(missing)?.as_bytes();
+        // The defining record, not a forward declaration (those have kind fwd, not struct).
+        let mut ty = self
+            .types
+            .iter()
+            .find(|ty| ty.kind == KIND_STRUCT && ty.vlen > 0 && self.name(ty.name_off) == root)
+            .ok_or_else(missing)?;
+        let mut offset = 0;
+        for part in parts {
+            let (at, id) = self.member(ty, part.as_bytes())?.ok_or_else(missing)?;
+            offset += at;
+            ty = self.resolve(id)?;
+        }
+        Ok(offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The running kernel's BTF, when there is one (the development hosts and CI have it).
+    fn host_btf() -> Option<Vec<u8>> {
+        fs::read(VMLINUX).ok()
+    }
+
+    #[test]
+    fn finds_every_field_in_the_host_kernel() {
+        if host_btf().is_none() {
+            eprintln!("skipped: no {VMLINUX}");
+            return;
+        }
+        let layout = from_sys_fs().expect("layout");
+        // Every field is past the start of its struct, and the nested ones add up.
+        assert!(layout.task_pid > 0 && layout.task_tgid == layout.task_pid + 4);
+        assert!(layout.task_comm > layout.task_cred);
+        assert!(layout.cred_gid == layout.cred_uid + 4);
+        assert!(layout.cred_cap_effective > layout.cred_gid);
+        assert!(layout.task_seccomp_mode > 0 && layout.task_start_time > 0);
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let Some(data) = host_btf() else {
+            return;
+        };
+        let btf = Btf::parse(&data).expect("parse");
+        let err = btf.offset_of("task_struct.no_such_field").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the kernel's BTF has no field task_struct.no_such_field; this kernel is not supported"
+        );
+    }
+
+    #[test]
+    fn rejects_what_is_not_btf() {
+        assert!(matches!(
+            Btf::parse(b"\x7fELF............................"),
+            Err(LayoutError::Malformed(_))
+        ));
+        assert!(matches!(
+            Btf::parse(&[0x9f, 0xeb, 1, 0, 24, 0, 0, 0]),
+            Err(LayoutError::Malformed(_))
+        ));
+    }
+}
