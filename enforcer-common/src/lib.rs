@@ -73,6 +73,12 @@ pub enum Hook {
     MoveMount = 4,
     KeyAlloc = 5,
     KeyPermission = 6,
+    // Workload arming (raw tracepoints; they decide nothing and never appear in events). Numbered
+    // apart from the LSM hooks so both lists can grow.
+    ArmFork = 20,
+    ArmAttach = 21,
+    ArmExec = 22,
+    ArmFree = 23,
 }
 
 /// Where a program attaches.
@@ -118,6 +124,15 @@ const fn lsm(hook: Hook, name: &'static str) -> HookSpec {
     }
 }
 
+/// A raw tracepoint program.
+const fn raw_tp(hook: Hook, program: &'static str, tracepoint: &'static str) -> HookSpec {
+    HookSpec {
+        hook,
+        program,
+        attach: Attach::RawTracepoint(tracepoint),
+    }
+}
+
 /// Every hook we attach. User space loads and attaches exactly these programs.
 pub const HOOKS: &[HookSpec] = &[
     lsm(Hook::Capable, "capable"),
@@ -127,6 +142,10 @@ pub const HOOKS: &[HookSpec] = &[
     lsm(Hook::MoveMount, "move_mount"),
     lsm(Hook::KeyAlloc, "key_alloc"),
     lsm(Hook::KeyPermission, "key_permission"),
+    raw_tp(Hook::ArmFork, "arm_fork", "sched_process_fork"),
+    raw_tp(Hook::ArmAttach, "arm_attach", "cgroup_attach_task"),
+    raw_tp(Hook::ArmExec, "arm_exec", "sched_process_exec"),
+    raw_tp(Hook::ArmFree, "arm_free", "sched_process_free"),
 ];
 
 /// Every operation a policy can name. Adding an operation is one row here plus one hook module in
@@ -318,6 +337,17 @@ pub mod policy_flags {
     pub const ARM_EXEC: u32 = 1 << 1;
 }
 
+/// Key of the `EXEMPT` map (workload arming): a process by its thread group id and its group
+/// leader's `start_time` (monotonic ns), so a reused pid never matches an old entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ProcessKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub start_time: u64,
+}
+const _: () = assert!(core::mem::size_of::<ProcessKey>() == 16);
+
 /// Byte offsets of the kernel struct fields the programs read, found by user space in the running
 /// kernel's BTF (`/sys/kernel/btf/vmlinux`) and written into the programs' read-only data before
 /// they load. Rust BPF programs get no CO-RE relocations from aya 0.14, so this is how they read
@@ -345,8 +375,20 @@ pub struct KernelLayout {
     pub cred_gid: u32,
     /// `cred.cap_effective` (`kernel_cap_t`: 8 bytes, capability n is bit n, on every kernel).
     pub cred_cap_effective: u32,
+    /// `task_struct.group_leader` (`struct task_struct *`).
+    pub task_group_leader: u32,
+    /// `task_struct.cgroups` (`struct css_set *`).
+    pub task_cgroups: u32,
+    /// `css_set.dfl_cgrp` (`struct cgroup *`: the task's cgroup v2 cgroup).
+    pub css_set_dfl_cgrp: u32,
+    /// `cgroup.kn` (`struct kernfs_node *`: the cgroup's directory).
+    pub cgroup_kn: u32,
+    /// `kernfs_node.id` (`u64`: the cgroup id, the directory's inode number).
+    pub kernfs_node_id: u32,
+    /// `kernfs_node.parent` (`struct kernfs_node *`: the parent cgroup's directory).
+    pub kernfs_node_parent: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 40);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 64);
 
 /// A marker for an unused [`LevelFilter`] slot.
 pub const LEVEL_UNUSED: u32 = u32::MAX;
@@ -535,6 +577,7 @@ mod user {
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::KernelLayout {}
+    unsafe impl aya::Pod for super::ProcessKey {}
 }
 
 #[cfg(test)]

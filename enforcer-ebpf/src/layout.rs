@@ -16,6 +16,12 @@ static LAYOUT: KernelLayout = KernelLayout {
     cred_uid: 0,
     cred_gid: 0,
     cred_cap_effective: 0,
+    task_group_leader: 0,
+    task_cgroups: 0,
+    css_set_dfl_cgrp: 0,
+    cgroup_kn: 0,
+    kernfs_node_id: 0,
+    kernfs_node_parent: 0,
 };
 
 /// The offsets of the running kernel.

@@ -1,9 +1,9 @@
 //! Every map of the object. Names stay under 15 bytes (the kernel cuts longer ones).
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use enforcer_common::{Config, Counters, Policy, PolicyIndex};
+use enforcer_common::{Config, Counters, Policy, PolicyIndex, ProcessKey};
 
 /// cgroup v2 id -> policy of that cgroup (and, through the level walk, of its descendants).
 #[map(name = "POLICIES")]
@@ -34,3 +34,9 @@ pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 /// build notice that the pinned programs are not its own and replace them.
 #[map(name = "BUILD")]
 pub static BUILD: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Workload arming: the container runtimes' setup processes (see `arming`). A process missing
+/// from it is subject. LRU, so entries a lost event left behind age out instead of filling it; an
+/// evicted live entry makes its process subject (fail closed).
+#[map(name = "EXEMPT")]
+pub static EXEMPT: LruHashMap<ProcessKey, u32> = LruHashMap::with_max_entries(16384, 0);

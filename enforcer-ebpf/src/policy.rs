@@ -16,7 +16,7 @@ use aya_ebpf::{
 use aya_log_ebpf::info;
 use enforcer_common::{
     Action, COMM_LEN, EVENT_STR_LEN, EVENT_VERSION, Event, Hook, LEVEL_UNUSED, MAX_POLICY_LEVELS,
-    Operation, Policy, config, string_slot, syscalls,
+    Operation, Policy, config, policy_flags, string_slot, syscalls,
 };
 
 use crate::maps::{CONFIG, COUNTERS, DROPPED, EVENTS, POLICIES, POLICY_INDEX};
@@ -76,6 +76,8 @@ impl Syscall {
 struct Decision {
     action: Action,
     policy_cgroup_id: u64,
+    /// The policy's [`policy_flags`].
+    flags: u32,
 }
 
 /// Decides `op` for the current task and reports the decision.
@@ -95,6 +97,10 @@ pub fn enforce(
         return Verdict::Allow;
     };
     if decision.action == Action::Allow {
+        return Verdict::Allow;
+    }
+    // Workload arming: a runtime's setup process is not the workload (never denied, not reported).
+    if decision.flags & policy_flags::ARM_EXEC != 0 && crate::arming::current_is_setup() {
         return Verdict::Allow;
     }
     let syscall = Syscall::current();
@@ -175,6 +181,7 @@ fn decide(op: Operation) -> Option<Decision> {
     nearest.map(|(_, id, policy)| Decision {
         action: policy.action(op),
         policy_cgroup_id: id,
+        flags: policy.flags,
     })
 }
 

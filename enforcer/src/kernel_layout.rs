@@ -54,6 +54,12 @@ fn from_file(path: &Path) -> Result<KernelLayout, LayoutError> {
         cred_uid: field("cred.uid")?,
         cred_gid: field("cred.gid")?,
         cred_cap_effective: field("cred.cap_effective")?,
+        task_group_leader: field("task_struct.group_leader")?,
+        task_cgroups: field("task_struct.cgroups")?,
+        css_set_dfl_cgrp: field("css_set.dfl_cgrp")?,
+        cgroup_kn: field("cgroup.kn")?,
+        kernfs_node_id: field("kernfs_node.id")?,
+        kernfs_node_parent: field("kernfs_node.parent")?,
     })
 }
 

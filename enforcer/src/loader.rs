@@ -33,6 +33,7 @@ use aya::{
 };
 use enforcer_common::{
     ABI_VERSION, Attach, Config, Counters, HOOKS, HookSpec, KernelLayout, Policy, PolicyIndex,
+    ProcessKey,
 };
 use nix::fcntl::{Flock, FlockArg};
 use thiserror::Error;
@@ -52,14 +53,16 @@ const MAP_COUNTERS: &str = "COUNTERS";
 const MAP_EVENTS: &str = "EVENTS";
 const MAP_DROPPED: &str = "DROPPED";
 const MAP_CONFIG: &str = "CONFIG";
+const MAP_EXEMPT: &str = "EXEMPT";
 /// The pinned maps every build of a layout shares.
-const MAPS: [&str; 6] = [
+const MAPS: [&str; 7] = [
     MAP_POLICIES,
     MAP_INDEX,
     MAP_COUNTERS,
     MAP_EVENTS,
     MAP_DROPPED,
     MAP_CONFIG,
+    MAP_EXEMPT,
 ];
 /// Which build's programs the links hold; pinned too, but not needed to use the others.
 const MAP_BUILD: &str = "BUILD";
@@ -383,6 +386,8 @@ pub struct PolicyMaps {
     pub policies: HashMap<MapData, u64, Policy>,
     pub index: Array<MapData, PolicyIndex>,
     pub counters: PerCpuHashMap<MapData, u64, Counters>,
+    /// Workload arming's setup processes (read and cleared by `attach`, never filled).
+    pub exempt: HashMap<MapData, ProcessKey, u32>,
 }
 
 /// The maps a consumer of violation events reads.
@@ -576,6 +581,8 @@ fn open_policy_maps(pins: &Pins) -> Result<PolicyMaps, LoaderError> {
             .map_err(|err| layout_err(MAP_INDEX, err))?,
         counters: PerCpuHashMap::try_from(open_typed(pins, MAP_COUNTERS)?)
             .map_err(|err| layout_err(MAP_COUNTERS, err))?,
+        exempt: HashMap::try_from(open_typed(pins, MAP_EXEMPT)?)
+            .map_err(|err| layout_err(MAP_EXEMPT, err))?,
     })
 }
 
@@ -607,6 +614,7 @@ fn check_pinned_layout(pins: &Pins) -> Result<(), LoaderError> {
         .and_then(|()| check(pins, MAP_EVENTS, RingBuf::try_from))
         .and_then(|()| check(pins, MAP_DROPPED, PerCpuArray::<_, u64>::try_from))
         .and_then(|()| check(pins, MAP_CONFIG, Array::<_, Config>::try_from))
+        .and_then(|()| check(pins, MAP_EXEMPT, HashMap::<_, ProcessKey, u32>::try_from))
         .and_then(|()| check(pins, MAP_BUILD, Array::<_, u64>::try_from));
     checked.map_err(|detail| LoaderError::LayoutMismatch {
         dir: pins.dir.display().to_string(),

@@ -14,4 +14,5 @@ mod events;
 mod harness;
 mod matrix;
 mod policy;
+mod runtimes;
 mod upgrade;

@@ -89,7 +89,10 @@ fn libraries(root: &Path, binary: &Path) -> Result<Vec<PathBuf>> {
         // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)` or `/lib64/ld-linux-x86-64.so.2 (0x...)`.
         let path = match line.split_once("=>") {
             Some((_, right)) => right.split_whitespace().next(),
-            None => line.split_whitespace().next().filter(|p| p.starts_with('/')),
+            None => line
+                .split_whitespace()
+                .next()
+                .filter(|p| p.starts_with('/')),
         };
         if let Some(path) = path.filter(|p| p.starts_with('/')) {
             found.push(PathBuf::from(path));

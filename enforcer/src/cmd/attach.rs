@@ -18,12 +18,18 @@ pub struct Args {
     /// Kill the caller with SIGKILL, refuse and report.
     #[arg(long, value_name = "OPS")]
     pub kill: Option<String>,
+    /// When a process in the cgroup becomes subject: `exec` (from its first exec after it
+    /// entered the cgroup: a container runtime's setup is not denied) or `immediate`. Default:
+    /// `exec` for a cgroup that is or holds containers (by the runtimes' cgroup names),
+    /// `immediate` otherwise.
+    #[arg(long, value_enum, value_name = "WHEN")]
+    pub arm: Option<policy::Arm>,
 }
 
 pub fn run(args: Args) -> Result<()> {
     // Everything the user typed is checked before any state changes.
     let target = cgroup::resolve(&args.cgroup)?;
-    let new_policy = policy::compile(
+    let mut new_policy = policy::compile(
         &[
             (Action::Deny, args.deny.as_deref()),
             (Action::Audit, args.audit.as_deref()),
@@ -31,6 +37,9 @@ pub fn run(args: Args) -> Result<()> {
         ],
         target.level,
     )?;
+    args.arm
+        .unwrap_or_else(|| default_arm(&target))
+        .apply(&mut new_policy);
     // With a daemon up, it makes the change (and logs it); the request is already validated.
     if control::forward(&control::Request::Attach {
         cgroup: (&target).into(),
@@ -41,6 +50,15 @@ pub fn run(args: Args) -> Result<()> {
     execute(&target, new_policy)?;
     print!("{}", report(&target, &new_policy));
     Ok(())
+}
+
+/// `exec` for a cgroup that is or holds containers, else `immediate`.
+pub fn default_arm(target: &cgroup::Cgroup) -> policy::Arm {
+    if cgroup::holds_containers(target) {
+        policy::Arm::Exec
+    } else {
+        policy::Arm::Immediate
+    }
 }
 
 /// Sets the validated `new_policy` on `target` under the state lock, installing the programs on
@@ -61,10 +79,11 @@ pub fn report(target: &cgroup::Cgroup, new_policy: &Policy) -> String {
         .map(|(op, action)| format!("{}={}", op.name(), action.name()))
         .collect();
     format!(
-        "attached {} (id {}): {}\n",
+        "attached {} (id {}): {} arm={}\n",
         target.path,
         target.id,
-        summary.join(" ")
+        summary.join(" "),
+        policy::Arm::of(new_policy).name()
     )
 }
 
@@ -94,5 +113,26 @@ pub fn set_policy(
     }
     maps.policies.insert(target.id, new_policy, 0)?;
     maps.write_index(&index_updates)?;
+    clear_setup_entries(maps, target)?;
+    Ok(())
+}
+
+/// Workload arming: the processes already in `target`'s subtree are subject at once, whatever
+/// they were under an earlier policy. Runs after the policy is in force, so a runtime's setup
+/// process that enters later is exempted by the kernel as usual; one that was mid-setup in the
+/// subtree now is subject (its container may fail to start).
+fn clear_setup_entries(maps: &mut loader::PolicyMaps, target: &cgroup::Cgroup) -> Result<()> {
+    let inside: std::collections::HashSet<u32> =
+        cgroup::processes_below(target)?.into_iter().collect();
+    let stale: Vec<_> = maps
+        .exempt
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|key| inside.contains(&key.tgid))
+        .collect();
+    for key in stale {
+        // Gone already (exec or exit) is as good as removed.
+        let _ = maps.exempt.remove(&key);
+    }
     Ok(())
 }

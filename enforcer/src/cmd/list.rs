@@ -18,6 +18,7 @@ struct Row {
     id: u64,
     path: String,
     actions: Vec<(Operation, Action)>,
+    arm: policy::Arm,
     totals: Counters,
 }
 
@@ -61,6 +62,7 @@ fn collect(maps: &loader::PolicyMaps) -> Result<Vec<Row>> {
             id,
             path: paths.path(id),
             actions: policy::describe(&policy),
+            arm: policy::Arm::of(&policy),
             totals,
         });
     }
@@ -75,21 +77,22 @@ fn render_table(rows: &[Row], out: &mut String) {
     }
     let _ = writeln!(
         out,
-        "{:<40} {:>10}  {:<9} {:<6} {:>8} {:>8} {:>8}",
-        "CGROUP", "ID", "OPERATION", "ACTION", "AUDITED", "DENIED", "KILLED"
+        "{:<40} {:>10}  {:<9} {:<6} {:>8} {:>8} {:>8}  {}",
+        "CGROUP", "ID", "OPERATION", "ACTION", "AUDITED", "DENIED", "KILLED", "ARM"
     );
     for row in rows {
         for (op, action) in &row.actions {
             let _ = writeln!(
                 out,
-                "{:<40} {:>10}  {:<9} {:<6} {:>8} {:>8} {:>8}",
+                "{:<40} {:>10}  {:<9} {:<6} {:>8} {:>8} {:>8}  {}",
                 row.path,
                 row.id,
                 op.name(),
                 action.name(),
                 row.totals.get(Action::Audit, *op),
                 row.totals.get(Action::Deny, *op),
-                row.totals.get(Action::Kill, *op)
+                row.totals.get(Action::Kill, *op),
+                row.arm.name()
             );
         }
     }
@@ -114,7 +117,12 @@ fn render_json(rows: &[Row], out: &mut String) {
                     )
                 })
                 .collect();
-            json!({ "cgroup_id": row.id, "cgroup_path": row.path, "operations": operations })
+            json!({
+                "cgroup_id": row.id,
+                "cgroup_path": row.path,
+                "arm": row.arm.name(),
+                "operations": operations,
+            })
         })
         .collect();
     let _ = writeln!(out, "{}", json!({ "policies": policies }));
