@@ -387,8 +387,20 @@ pub struct KernelLayout {
     pub kernfs_node_id: u32,
     /// `kernfs_node.parent` (`struct kernfs_node *`: the parent cgroup's directory).
     pub kernfs_node_parent: u32,
+    /// `linux_binprm.file` (`struct file *`: the executable being run).
+    pub binprm_file: u32,
+    /// `file.f_path.dentry` (`struct dentry *`).
+    pub file_dentry: u32,
+    /// `dentry.d_name.name` (`const unsigned char *`).
+    pub dentry_name: u32,
+    /// `task_struct.mm` (`struct mm_struct *`).
+    pub task_mm: u32,
+    /// `mm_struct.exe_file` (`struct file *`: the executable the process runs).
+    pub mm_exe_file: u32,
+    /// `file.f_inode` (`struct inode *`).
+    pub file_inode: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 64);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 88);
 
 /// A marker for an unused [`LevelFilter`] slot.
 pub const LEVEL_UNUSED: u32 = u32::MAX;

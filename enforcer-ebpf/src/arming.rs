@@ -15,7 +15,11 @@
 //!   any process under a policy, never exempts.
 //!
 //! Entries go at a successful exec (`sched_process_exec`: the process is the workload from then
-//! on) and when the process is freed (`sched_process_free`).
+//! on) and when the process is freed (`sched_process_free`). Two kinds of exec do not end the
+//! setup, because the runtimes make them themselves before they set anything up: an exec of the
+//! executable the process ran when it became exempt (runc re-executes itself through a bind
+//! mount of its own binary), and an exec of a memfd (runc and crun re-execute a sealed memory
+//! copy of themselves, the CVE-2019-5736 defence). Each entry holds that executable's inode.
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_current_task},
     macros::raw_tracepoint,
@@ -105,10 +109,20 @@ fn exempt(key: &ProcessKey) -> bool {
     unsafe { EXEMPT.get(key) }.is_some()
 }
 
+/// Records `key` as a setup process that runs the executable `exe` (an inode address).
 #[inline(always)]
-fn make_exempt(key: &ProcessKey) {
+fn make_exempt(key: &ProcessKey, exe: u64) {
     // A failed insert leaves the process subject: fail closed.
-    let _ = EXEMPT.insert(key, 0u32, 0);
+    let _ = EXEMPT.insert(key, exe, 0);
+}
+
+/// The inode of the executable `task` runs (0 when it has none, a kernel thread).
+#[inline(always)]
+fn exe_inode(l: &KernelLayout, task: *const u8) -> u64 {
+    read_ptr(task, l.task_mm)
+        .and_then(|mm| read_ptr(mm, l.mm_exe_file))
+        .and_then(|file| read_ptr(file, l.file_inode))
+        .map_or(0, |inode| inode as u64)
 }
 
 /// True when the current process is a runtime's setup process (in `EXEMPT`). Called only for
@@ -148,9 +162,12 @@ fn on_fork(parent: *const u8, child: *const u8) -> Option<()> {
         _pad: 0,
         start_time: read_u64(child, l.task_start_time)?,
     };
-    if process_key(&l, parent).is_some_and(|parent| exempt(&parent)) {
-        make_exempt(&key);
-        return None;
+    if let Some(parent) = process_key(&l, parent) {
+        // SAFETY: the value is copied out at once.
+        if let Some(&exe) = unsafe { EXEMPT.get(parent) } {
+            make_exempt(&key, exe);
+            return None;
+        }
     }
     // clone3(CLONE_INTO_CGROUP): the child starts in another cgroup than its parent's.
     let child_cgroup = task_cgroup(&l, child)?;
@@ -159,7 +176,7 @@ fn on_fork(parent: *const u8, child: *const u8) -> Option<()> {
         && arms_at_exec(nearest_policy(&l, child_cgroup))
         && nearest_policy(&l, parent_cgroup).is_none()
     {
-        make_exempt(&key);
+        make_exempt(&key, exe_inode(&l, child));
     }
     None
 }
@@ -194,21 +211,53 @@ fn on_attach(dst: *const u8, task: *const u8) -> Option<()> {
     if nearest_policy(&l, task_cgroup(&l, writer)?).is_some() {
         return None;
     }
-    make_exempt(&key);
+    make_exempt(&key, exe_inode(&l, task));
     None
 }
 
 /// `sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`, after
 /// the point of no return: the process runs its new program, the workload. Always runs (also with
 /// no policy), so no entry outlives its setup.
+///
+/// Two execs of a setup process do not end its setup: of the executable it ran when it became
+/// exempt, and of a memfd. `runc init` re-executes itself twice (through a read-only bind mount
+/// of its binary, then from a sealed memfd copy) after `runc` may already have moved it into the
+/// container's cgroup; crun runs from a memfd copy too. A workload never runs in a setup process
+/// before the runtime's exec of the entrypoint, so only the runtime makes these execs.
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn arm_exec(ctx: RawTracePointContext) -> i32 {
     let task: u64 = ctx.arg(0);
+    let bprm: u64 = ctx.arg(2);
     let l = layout::get();
-    if let Some(key) = process_key(&l, task as *const u8) {
-        let _ = EXEMPT.remove(&key);
+    let Some(key) = process_key(&l, task as *const u8) else {
+        return 0;
+    };
+    // SAFETY: the value is copied out at once.
+    let Some(&setup_exe) = (unsafe { EXEMPT.get(key) }) else {
+        return 0;
+    };
+    if let Some(file) = read_ptr(bprm as *const u8, l.binprm_file) {
+        let exe = read_ptr(file, l.file_inode).map_or(0, |inode| inode as u64);
+        if (exe != 0 && exe == setup_exe) || is_memfd(&l, file) {
+            return 0;
+        }
     }
+    let _ = EXEMPT.remove(key);
     0
+}
+
+/// Whether `file` is a memfd: its dentry is named `memfd:<name>`.
+#[inline(always)]
+fn is_memfd(l: &KernelLayout, file: *const u8) -> bool {
+    let name = read_ptr(file, l.file_dentry).and_then(|dentry| read_ptr(dentry, l.dentry_name));
+    let Some(name) = name else {
+        return false;
+    };
+    // SAFETY: 6 bytes of a NUL-terminated name of at least one byte, plus what follows it in
+    // the same allocation (dentry names are inline or kmalloc'ed, at least 8 bytes); a fault
+    // yields None.
+    let prefix: Option<[u8; 6]> = unsafe { layout::read_kernel(name, 0) };
+    prefix == Some(*b"memfd:")
 }
 
 /// `sched_process_free(struct task_struct *p)`: a process's entry goes with its group leader.
@@ -224,7 +273,7 @@ pub fn arm_free(ctx: RawTracePointContext) -> i32 {
         return 0;
     };
     if pid == tgid {
-        let _ = EXEMPT.remove(&ProcessKey {
+        let _ = EXEMPT.remove(ProcessKey {
             tgid,
             _pad: 0,
             start_time,

@@ -22,6 +22,12 @@ static LAYOUT: KernelLayout = KernelLayout {
     cgroup_kn: 0,
     kernfs_node_id: 0,
     kernfs_node_parent: 0,
+    binprm_file: 0,
+    file_dentry: 0,
+    dentry_name: 0,
+    task_mm: 0,
+    mm_exe_file: 0,
+    file_inode: 0,
 };
 
 /// The offsets of the running kernel.

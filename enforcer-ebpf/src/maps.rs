@@ -35,8 +35,9 @@ pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 #[map(name = "BUILD")]
 pub static BUILD: Array<u64> = Array::with_max_entries(1, 0);
 
-/// Workload arming: the container runtimes' setup processes (see `arming`). A process missing
-/// from it is subject. LRU, so entries a lost event left behind age out instead of filling it; an
+/// Workload arming: the container runtimes' setup processes (see `arming`), each with the
+/// executable it ran when it became exempt (a `struct inode` address). A process missing from it
+/// is subject. LRU, so entries a lost event left behind age out instead of filling it; an
 /// evicted live entry makes its process subject (fail closed).
 #[map(name = "EXEMPT")]
-pub static EXEMPT: LruHashMap<ProcessKey, u32> = LruHashMap::with_max_entries(16384, 0);
+pub static EXEMPT: LruHashMap<ProcessKey, u64> = LruHashMap::with_max_entries(16384, 0);

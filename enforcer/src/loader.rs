@@ -387,7 +387,7 @@ pub struct PolicyMaps {
     pub index: Array<MapData, PolicyIndex>,
     pub counters: PerCpuHashMap<MapData, u64, Counters>,
     /// Workload arming's setup processes (read and cleared by `attach`, never filled).
-    pub exempt: HashMap<MapData, ProcessKey, u32>,
+    pub exempt: HashMap<MapData, ProcessKey, u64>,
 }
 
 /// The maps a consumer of violation events reads.
@@ -614,7 +614,7 @@ fn check_pinned_layout(pins: &Pins) -> Result<(), LoaderError> {
         .and_then(|()| check(pins, MAP_EVENTS, RingBuf::try_from))
         .and_then(|()| check(pins, MAP_DROPPED, PerCpuArray::<_, u64>::try_from))
         .and_then(|()| check(pins, MAP_CONFIG, Array::<_, Config>::try_from))
-        .and_then(|()| check(pins, MAP_EXEMPT, HashMap::<_, ProcessKey, u32>::try_from))
+        .and_then(|()| check(pins, MAP_EXEMPT, HashMap::<_, ProcessKey, u64>::try_from))
         .and_then(|()| check(pins, MAP_BUILD, Array::<_, u64>::try_from));
     checked.map_err(|detail| LoaderError::LayoutMismatch {
         dir: pins.dir.display().to_string(),

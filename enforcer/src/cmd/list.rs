@@ -77,8 +77,8 @@ fn render_table(rows: &[Row], out: &mut String) {
     }
     let _ = writeln!(
         out,
-        "{:<40} {:>10}  {:<9} {:<6} {:>8} {:>8} {:>8}  {}",
-        "CGROUP", "ID", "OPERATION", "ACTION", "AUDITED", "DENIED", "KILLED", "ARM"
+        "{:<40} {:>10}  {:<9} {:<6} {:>8} {:>8} {:>8}  ARM",
+        "CGROUP", "ID", "OPERATION", "ACTION", "AUDITED", "DENIED", "KILLED"
     );
     for row in rows {
         for (op, action) in &row.actions {
