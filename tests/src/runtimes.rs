@@ -506,3 +506,99 @@ fn arming_defaults_to_exec_for_container_cgroups_only() {
     ]);
     assert_eq!(run.code(), Some(2), "{run:?}");
 }
+
+/// A process started outside and moved in by the test (a writer outside every policy, as a
+/// runtime moves its init): under `--arm exec` it is setup until it execs, so its operation
+/// without an exec is permitted, silently; one that execs first, directly or in a child, is
+/// denied. Re-attaching the policy makes the processes already inside subject at once.
+#[test]
+fn a_process_moved_in_from_outside_is_setup_until_it_execs() {
+    let _clock = ClockGuard::new();
+    let cgroup = Cgroup::new("rt-moved");
+    attach_exec(cgroup.arg());
+    let tail = Tail::start(&[]);
+    let target = TARGET_TIME.to_string();
+
+    let setup = Waiting::spawn(&["--wait", "join-session", "rt-moved-ring"], &cgroup);
+    assert_eq!(
+        setup.go()["ret"].as_i64().map(|r| r > 0),
+        Some(true),
+        "setup was denied"
+    );
+
+    let execs = Waiting::shell(
+        &format!("read x; exec {} settimeofday {target}", probe_bin()),
+        &cgroup,
+    );
+    assert_denied(&execs.go(), "after an exec");
+    let forks = Waiting::shell(
+        &format!("read x; {} mount-tmpfs /mnt", probe_bin()),
+        &cgroup,
+    );
+    assert_denied(&forks.go(), "in a child after fork and exec");
+
+    // Moved in, then the policy is attached again: subject at once.
+    let stale = Waiting::spawn(&["--wait", "join-session", "rt-moved-ring2"], &cgroup);
+    attach_exec(cgroup.arg());
+    assert_denied(&stale.go(), "after re-attach");
+
+    // --arm immediate: the moved-in process is subject from the start.
+    enforcer_ok(&[
+        "attach",
+        "--cgroup",
+        cgroup.arg(),
+        "--deny",
+        "all",
+        "--arm",
+        "immediate",
+    ]);
+    let immediate = Waiting::spawn(&["--wait", "join-session", "rt-moved-ring3"], &cgroup);
+    assert_denied(&immediate.go(), "under --arm immediate");
+
+    assert!(!clock_moved(), "the clock moved");
+    thread::sleep(Duration::from_millis(500));
+    let keyctl_denials = tail
+        .events()
+        .into_iter()
+        .filter(|e| e["cgroup"]["path"] == "/rt-moved" && e["enforcer"]["operation"] == "keyctl")
+        .count();
+    assert_eq!(
+        keyctl_denials, 2,
+        "only the subject processes' attempts are reported"
+    );
+}
+
+/// A process blocked on its stdin, moved into a cgroup by the test.
+struct Waiting {
+    child: std::process::Child,
+}
+
+impl Waiting {
+    fn spawn(args: &[&str], cgroup: &Cgroup) -> Self {
+        Self::start(Command::new(probe_bin()).args(args), cgroup)
+    }
+
+    fn shell(script: &str, cgroup: &Cgroup) -> Self {
+        Self::start(Command::new("/bin/sh").args(["-c", script]), cgroup)
+    }
+
+    fn start(command: &mut Command, cgroup: &Cgroup) -> Self {
+        let child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        fs::write(cgroup.path.join("cgroup.procs"), child.id().to_string()).expect("move in");
+        Self { child }
+    }
+
+    /// Lets it act; its probe report.
+    fn go(mut self) -> Value {
+        use std::io::Write;
+        let mut stdin = self.child.stdin.take().expect("stdin");
+        stdin.write_all(b"go\n").expect("write");
+        drop(stdin);
+        let output = self.child.wait_with_output().expect("wait");
+        serde_json::from_slice(&output.stdout).expect("probe JSON")
+    }
+}
