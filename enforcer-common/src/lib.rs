@@ -79,6 +79,7 @@ pub enum Hook {
     ArmAttach = 21,
     ArmExec = 22,
     ArmFree = 23,
+    ArmMove = 24,
 }
 
 /// Where a program attaches.
@@ -88,13 +89,15 @@ pub enum Attach {
     Lsm(&'static str),
     /// A raw tracepoint (`BPF_PROG_TYPE_RAW_TRACEPOINT`), such as `sched_process_fork`.
     RawTracepoint(&'static str),
+    /// An fentry program on a kernel function (BPF trampoline), such as `cgroup_attach_task`.
+    Fentry(&'static str),
 }
 
 impl Attach {
     /// The hook or tracepoint name.
     pub const fn point(self) -> &'static str {
         match self {
-            Self::Lsm(name) | Self::RawTracepoint(name) => name,
+            Self::Lsm(name) | Self::RawTracepoint(name) | Self::Fentry(name) => name,
         }
     }
 }
@@ -146,6 +149,11 @@ pub const HOOKS: &[HookSpec] = &[
     raw_tp(Hook::ArmAttach, "arm_attach", "cgroup_attach_task"),
     raw_tp(Hook::ArmExec, "arm_exec", "sched_process_exec"),
     raw_tp(Hook::ArmFree, "arm_free", "sched_process_free"),
+    HookSpec {
+        hook: Hook::ArmMove,
+        program: "arm_move",
+        attach: Attach::Fentry("cgroup_attach_task"),
+    },
 ];
 
 /// Every operation a policy can name. Adding an operation is one row here plus one hook module in

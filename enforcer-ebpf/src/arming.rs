@@ -10,9 +10,11 @@
 //! - `sched_process_fork`: the child of an exempt process is exempt; so is a child that
 //!   `clone3(CLONE_INTO_CGROUP)` puts into an arming cgroup from a parent outside every policy
 //!   (crun starts its container process that way);
-//! - `cgroup_attach_task`: a process moved into an arming cgroup by a writer outside every policy
-//!   and not itself (`runc` moving `runc init` in) is exempt. A move by the process itself, or by
-//!   any process under a policy, never exempts.
+//! - `cgroup_attach_task`: a process moved into an arming cgroup from outside every policy, by a
+//!   writer outside every policy and not itself (`runc` moving `runc init` in), is exempt. A move
+//!   by the process itself, by any process under a policy, or of a process that was under a
+//!   policy before the move (an fentry program on the same function records where it came from)
+//!   never exempts.
 //!
 //! Entries go at a successful exec (`sched_process_exec`: the process is the workload from then
 //! on) and when the process is freed (`sched_process_free`). Two kinds of exec do not end the
@@ -22,14 +24,14 @@
 //! copy of themselves, the CVE-2019-5736 defence). Each entry holds that executable's inode.
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_current_task},
-    macros::raw_tracepoint,
-    programs::RawTracePointContext,
+    macros::{fentry, raw_tracepoint},
+    programs::{FEntryContext, RawTracePointContext},
 };
 use enforcer_common::{KernelLayout, Policy, ProcessKey, policy_flags};
 
 use crate::{
     layout,
-    maps::{EXEMPT, POLICIES, POLICY_INDEX},
+    maps::{EXEMPT, MOVES, POLICIES, POLICY_INDEX},
 };
 
 /// Deepest cgroup nesting the coverage walk follows (cgroup v2 allows more, but no runtime
@@ -197,12 +199,20 @@ pub fn arm_attach(ctx: RawTracePointContext) -> i32 {
 #[inline(always)]
 fn on_attach(dst: *const u8, task: *const u8) -> Option<()> {
     let l = layout::get();
+    let writer_tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: the value is copied out at once.
+    let moved = unsafe { MOVES.get(writer_tid) }.copied();
+    let _ = MOVES.remove(writer_tid);
     if !arms_at_exec(nearest_policy(&l, dst)) {
         return None;
     }
     let key = process_key(&l, task)?;
     // A process moving itself never becomes exempt.
     if (bpf_get_current_pid_tgid() >> 32) as u32 == key.tgid {
+        return None;
+    }
+    // Nor does one that was under a policy before this move (or whose origin is unknown).
+    if moved != Some(u64::from(key.tgid) << 32) {
         return None;
     }
     // Nor does one moved by a writer under any policy (a workload moving others).
@@ -213,6 +223,27 @@ fn on_attach(dst: *const u8, task: *const u8) -> Option<()> {
     }
     make_exempt(&key, exe_inode(&l, task));
     None
+}
+
+/// `cgroup_attach_task(struct cgroup *dst_cgrp, struct task_struct *leader, bool threadgroup)`
+/// on entry, before the migration, in the writer's context: records for `arm_attach` whether the
+/// process was under a policy where it comes from.
+#[fentry(function = "cgroup_attach_task")]
+pub fn arm_move(ctx: FEntryContext) -> i32 {
+    if no_policies() {
+        return 0;
+    }
+    let leader: u64 = ctx.arg(1);
+    let task = leader as *const u8;
+    let l = layout::get();
+    let Some(tgid) = read_u32(task, l.task_tgid) else {
+        return 0;
+    };
+    // Unknown origin counts as covered: fail closed.
+    let covered = task_cgroup(&l, task).is_none_or(|cgroup| nearest_policy(&l, cgroup).is_some());
+    let writer_tid = bpf_get_current_pid_tgid() as u32;
+    let _ = MOVES.insert(writer_tid, (u64::from(tgid) << 32) | u64::from(covered), 0);
+    0
 }
 
 /// `sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`, after

@@ -41,3 +41,9 @@ pub static BUILD: Array<u64> = Array::with_max_entries(1, 0);
 /// evicted live entry makes its process subject (fail closed).
 #[map(name = "EXEMPT")]
 pub static EXEMPT: LruHashMap<ProcessKey, u64> = LruHashMap::with_max_entries(16384, 0);
+
+/// Workload arming: writer thread id -> the process it is moving into a cgroup, and whether that
+/// process was under a policy before the move (`(tgid << 32) | 1`), from `arm_move` (before the
+/// migration) for `arm_attach` (after it). Not pinned: it only lives across one migration.
+#[map(name = "MOVES")]
+pub static MOVES: LruHashMap<u32, u64> = LruHashMap::with_max_entries(1024, 0);

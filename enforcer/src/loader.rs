@@ -29,7 +29,9 @@ use std::{
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{Lsm, Program, ProgramError, RawTracePoint, links::FdLink, links::PinnedLink},
+    programs::{
+        FEntry, Lsm, Program, ProgramError, RawTracePoint, links::FdLink, links::PinnedLink,
+    },
 };
 use enforcer_common::{
     ABI_VERSION, Attach, Config, Counters, HOOKS, HookSpec, KernelLayout, Policy, PolicyIndex,
@@ -765,6 +767,9 @@ fn verify_program(ebpf: &mut Ebpf, btf: &Btf, spec: &HookSpec) -> Result<(), Loa
         Attach::RawTracepoint(_) => <&mut RawTracePoint>::try_from(program)
             .map_err(|err| wrong_kind(spec, err))?
             .load(),
+        Attach::Fentry(function) => <&mut FEntry>::try_from(program)
+            .map_err(|err| wrong_kind(spec, err))?
+            .load(function, btf),
     };
     loaded.map_err(|err| classify_load_error(spec.program, spec.attach.point(), err))
 }
@@ -783,6 +788,11 @@ fn attach(ebpf: &mut Ebpf, spec: &HookSpec) -> Result<FdLink, LoaderError> {
             let program =
                 <&mut RawTracePoint>::try_from(program).map_err(|err| wrong_kind(spec, err))?;
             let id = program.attach(tracepoint).map_err(attach_err)?;
+            program.take_link(id).map(FdLink::from).map_err(link_err)
+        }
+        Attach::Fentry(_) => {
+            let program = <&mut FEntry>::try_from(program).map_err(|err| wrong_kind(spec, err))?;
+            let id = program.attach().map_err(attach_err)?;
             program.take_link(id).map(FdLink::from).map_err(link_err)
         }
     }

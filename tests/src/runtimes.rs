@@ -568,6 +568,32 @@ fn a_process_moved_in_from_outside_is_setup_until_it_execs() {
     );
 }
 
+/// No way back for a process that is moved: a subject process moved by a writer outside every
+/// policy (root on the host) into another covered cgroup stays subject.
+#[test]
+fn a_subject_process_moved_between_covered_cgroups_stays_subject() {
+    let pod = Cgroup::new("rt-between");
+    let (a, b) = (pod.child("a"), pod.child("b"));
+    attach_exec(pod.arg());
+    let mut waiting = Waiting::shell(
+        &format!(
+            "read x; exec {} --wait join-session rt-between-ring",
+            probe_bin()
+        ),
+        &a,
+    );
+    // The shell execs the probe (subject from then on), which waits again.
+    waiting.send();
+    let comm = format!("/proc/{}/comm", waiting.child.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fs::read_to_string(&comm).unwrap_or_default().trim() != "probe" {
+        assert!(Instant::now() < deadline, "the shell never ran the probe");
+        thread::sleep(Duration::from_millis(50));
+    }
+    fs::write(b.path.join("cgroup.procs"), waiting.child.id().to_string()).expect("move");
+    assert_denied(&waiting.go(), "after the move between covered cgroups");
+}
+
 /// A process blocked on its stdin, moved into a cgroup by the test.
 struct Waiting {
     child: std::process::Child,
@@ -592,12 +618,18 @@ impl Waiting {
         Self { child }
     }
 
+    /// Sends it one line.
+    fn send(&mut self) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        stdin.write_all(b"go\n").expect("write");
+        stdin.flush().expect("flush");
+    }
+
     /// Lets it act; its probe report.
     fn go(mut self) -> Value {
-        use std::io::Write;
-        let mut stdin = self.child.stdin.take().expect("stdin");
-        stdin.write_all(b"go\n").expect("write");
-        drop(stdin);
+        self.send();
+        drop(self.child.stdin.take());
         let output = self.child.wait_with_output().expect("wait");
         serde_json::from_slice(&output.stdout).expect("probe JSON")
     }
