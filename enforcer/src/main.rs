@@ -2,6 +2,7 @@
 mod cgroup;
 mod cmd;
 mod consumer;
+mod container;
 mod daemon;
 mod events;
 mod kernel_layout;
@@ -74,6 +75,8 @@ enum Exit {
     NothingAttached = 7,
     AlreadyRunning = 8,
     DaemonGone = 9,
+    UnknownContainer = 10,
+    AmbiguousContainer = 11,
 }
 
 /// An error that is the user's to fix, with its exit code.
@@ -131,6 +134,13 @@ fn exit_code(err: &anyhow::Error) -> Exit {
         }
         if cause.is::<policy::PolicyError>() {
             return Exit::BadPolicy;
+        }
+        if let Some(err) = cause.downcast_ref::<container::ContainerError>() {
+            return match err {
+                container::ContainerError::Ambiguous { .. } => Exit::AmbiguousContainer,
+                container::ContainerError::Cgroup(_) => Exit::BadCgroup,
+                _ => Exit::UnknownContainer,
+            };
         }
         if cause.is::<cgroup::CgroupError>() {
             return Exit::BadCgroup;

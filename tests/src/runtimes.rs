@@ -634,3 +634,81 @@ impl Waiting {
         serde_json::from_slice(&output.stdout).expect("probe JSON")
     }
 }
+
+/// `attach --container` finds the container's cgroup in its runtime's state (by a unique prefix
+/// of the id), arms at exec by default, and exec sessions keep working while their commands are
+/// denied.
+fn attach_by_container(runtime: Runtime, name: &str) -> Container {
+    let cgroup = format!("/{name}/ctr");
+    let mut container = Container::new(
+        runtime,
+        &format!("{name}-0123456789"),
+        &cgroup,
+        "exec sleep 600",
+    );
+    container.start_ok();
+    let out = enforcer_ok(&[
+        "attach",
+        "--container",
+        &format!("{name}-01234"),
+        "--deny",
+        "all",
+    ]);
+    assert!(
+        out.contains(&format!("attached {cgroup} ")) && out.contains("arm=exec"),
+        "{out}"
+    );
+    let run = container.exec(&["/bin/probe", "join-session", "by-id-ring"]);
+    assert!(
+        run.status.success(),
+        "{runtime:?} exec failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: Value = serde_json::from_slice(&run.stdout).expect("probe JSON");
+    assert_denied(&report, "exec session keyctl");
+    container
+}
+
+fn detach_container_cgroup(name: &str) {
+    enforcer_ok(&["detach", "--cgroup", &format!("{CGROUP_ROOT}/{name}/ctr")]);
+}
+
+#[test]
+fn runc_attach_by_container_id() {
+    let name = "rt-id-runc";
+    let _pod = Cgroup::new(name);
+    let container = attach_by_container(Runtime::Runc, name);
+    let mut other = Container::new(
+        Runtime::Runc,
+        &format!("{name}-0123999"),
+        &format!("/{name}/ctr2"),
+        "exec sleep 600",
+    );
+    other.start_ok();
+    for (id, code) in [("rt-id-nosuch", 10), (&format!("{name}-0123")[..], 11)] {
+        let run = enforcer(&["attach", "--container", id, "--deny", "all"]);
+        assert_eq!(run.code(), Some(code), "{id}: {run:?}");
+        assert_eq!(run.stderr.lines().count(), 1, "one line: {:?}", run.stderr);
+    }
+    let run = enforcer(&[
+        "attach",
+        "--container",
+        "x",
+        "--cgroup",
+        "/",
+        "--deny",
+        "all",
+    ]);
+    assert_eq!(run.code(), Some(2), "{run:?}");
+    detach_container_cgroup(name);
+    drop((container, other));
+}
+
+#[test]
+fn crun_attach_by_container_id() {
+    let name = "rt-id-crun";
+    let _pod = Cgroup::new(name);
+    let container = attach_by_container(Runtime::Crun, name);
+    detach_container_cgroup(name);
+    drop(container);
+}

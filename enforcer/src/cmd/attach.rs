@@ -2,13 +2,17 @@
 use anyhow::Result;
 use enforcer_common::{Action, Counters, Policy};
 
-use crate::{cgroup, daemon::control, loader, policy};
+use crate::{cgroup, container, daemon::control, loader, policy};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// cgroup v2 directory (absolute, or relative to the cgroup2 mount) or numeric cgroup id.
-    #[arg(long, value_name = "PATH|ID")]
-    pub cgroup: String,
+    #[arg(long, value_name = "PATH|ID", required_unless_present = "container")]
+    pub cgroup: Option<String>,
+    /// A container id (full, or a unique prefix): its cgroup, from runc or crun state or the
+    /// cgroup names of docker, containerd, CRI-O and podman. Arms at `exec` unless told.
+    #[arg(long, value_name = "ID", conflicts_with = "cgroup")]
+    pub container: Option<String>,
     /// Refuse these operations with EPERM and report them (comma list, or `all`).
     #[arg(long, value_name = "OPS")]
     pub deny: Option<String>,
@@ -28,7 +32,15 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     // Everything the user typed is checked before any state changes.
-    let target = cgroup::resolve(&args.cgroup)?;
+    let (target, default) = match (&args.cgroup, &args.container) {
+        (_, Some(id)) => (container::resolve(id)?, policy::Arm::Exec),
+        (Some(spec), None) => {
+            let target = cgroup::resolve(spec)?;
+            let default = default_arm(&target);
+            (target, default)
+        }
+        (None, None) => unreachable!("clap requires --cgroup or --container"),
+    };
     let mut new_policy = policy::compile(
         &[
             (Action::Deny, args.deny.as_deref()),
@@ -37,9 +49,7 @@ pub fn run(args: Args) -> Result<()> {
         ],
         target.level,
     )?;
-    args.arm
-        .unwrap_or_else(|| default_arm(&target))
-        .apply(&mut new_policy);
+    args.arm.unwrap_or(default).apply(&mut new_policy);
     // With a daemon up, it makes the change (and logs it); the request is already validated.
     if control::forward(&control::Request::Attach {
         cgroup: (&target).into(),
