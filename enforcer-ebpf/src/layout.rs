@@ -32,7 +32,6 @@ static LAYOUT: KernelLayout = KernelLayout {
 
 /// The offsets of the running kernel.
 #[inline(always)]
-#[allow(dead_code)] // until the first program reads a field
 pub fn get() -> KernelLayout {
     // SAFETY: a plain read of a static; volatile so the compiler cannot fold in the zeros above.
     unsafe { core::ptr::read_volatile(&LAYOUT) }

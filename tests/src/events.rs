@@ -70,6 +70,25 @@ fn a_key_event_names_type_and_description() {
     assert_eq!(event["enforcer"]["detail"], "add_key user \"ev-secret\"");
 }
 
+/// The caller's ids come from its task and credentials, read at offsets found in the kernel's
+/// BTF: a wrong offset shows up here as a wrong id.
+#[test]
+fn an_event_names_the_callers_user_group_and_thread() {
+    let cgroup = Cgroup::new("ev-ids");
+    enforcer_ok(&["attach", "--cgroup", cgroup.arg(), "--deny", "keyctl"]);
+    let tail = Tail::start(&[]);
+    let attempt = probe(
+        Some(&cgroup),
+        &["--as", "1234:4321", "add-key", "ev-ids", "x"],
+    );
+    assert_ne!(attempt.errno(), 0, "{attempt:?}");
+    let event = tail.wait_for(|e| e["process"]["pid"].as_u64() == Some(attempt.pid()));
+    assert_eq!(event["user"]["id"], "1234");
+    assert_eq!(event["group"]["id"], "4321");
+    assert_eq!(event["process"]["thread"]["id"], attempt.pid());
+    assert_eq!(event["process"]["name"], "probe");
+}
+
 #[test]
 fn a_keyctl_event_names_the_key_and_the_permission() {
     let serial = make_key("ev-read", "payload");

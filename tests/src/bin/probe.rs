@@ -26,6 +26,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    if args.first().map(String::as_str) == Some("--as") && args.len() >= 2 {
+        let ids = args.remove(1);
+        args.remove(0);
+        let Some((uid, gid)) = ids
+            .split_once(':')
+            .and_then(|(uid, gid)| Some((uid.parse().ok()?, gid.parse().ok()?)))
+        else {
+            eprintln!("probe: --as takes UID:GID, not {ids}");
+            return ExitCode::from(2);
+        };
+        // SAFETY: plain system calls; the group first, while the process may still change it.
+        if unsafe { libc::setgid(gid) } != 0 || unsafe { libc::setuid(uid) } != 0 {
+            eprintln!("probe: cannot become {ids}");
+            return ExitCode::from(2);
+        }
+    }
     // `--wait`: block until a line arrives on stdin, so a test can move the probe between
     // cgroups (or change policies) before it acts, without an exec in between.
     if args.first().map(String::as_str) == Some("--wait") {
@@ -34,7 +50,7 @@ fn main() -> ExitCode {
         let _ = std::io::stdin().read_line(&mut line);
     }
     let Some(op) = args.first().cloned() else {
-        eprintln!("usage: probe [--cgroup DIR] [--wait] OP [ARGS]");
+        eprintln!("usage: probe [--cgroup DIR] [--as UID:GID] [--wait] OP [ARGS]");
         return ExitCode::from(2);
     };
     let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
