@@ -77,6 +77,13 @@ pub enum Hook {
     SysEnter = 7,
     /// Syscall layer (#6): raw tracepoint at system call exit.
     SysExit = 8,
+    // Workload arming (raw tracepoints; they decide nothing and never appear in events). Numbered
+    // apart from the LSM hooks so both lists can grow.
+    ArmFork = 20,
+    ArmAttach = 21,
+    ArmExec = 22,
+    ArmFree = 23,
+    ArmMove = 24,
 }
 
 /// Where a program attaches.
@@ -86,13 +93,15 @@ pub enum Attach {
     Lsm(&'static str),
     /// A raw tracepoint (`BPF_PROG_TYPE_RAW_TRACEPOINT`), such as `sched_process_fork`.
     RawTracepoint(&'static str),
+    /// An fentry program on a kernel function (BPF trampoline), such as `cgroup_attach_task`.
+    Fentry(&'static str),
 }
 
 impl Attach {
     /// The hook or tracepoint name.
     pub const fn point(self) -> &'static str {
         match self {
-            Self::Lsm(name) | Self::RawTracepoint(name) => name,
+            Self::Lsm(name) | Self::RawTracepoint(name) | Self::Fentry(name) => name,
         }
     }
 }
@@ -122,6 +131,15 @@ const fn lsm(hook: Hook, name: &'static str) -> HookSpec {
     }
 }
 
+/// A raw tracepoint program.
+const fn raw_tp(hook: Hook, program: &'static str, tracepoint: &'static str) -> HookSpec {
+    HookSpec {
+        hook,
+        program,
+        attach: Attach::RawTracepoint(tracepoint),
+    }
+}
+
 /// Every hook we attach. User space loads and attaches exactly these programs.
 pub const HOOKS: &[HookSpec] = &[
     lsm(Hook::Capable, "capable"),
@@ -131,6 +149,15 @@ pub const HOOKS: &[HookSpec] = &[
     lsm(Hook::MoveMount, "move_mount"),
     lsm(Hook::KeyAlloc, "key_alloc"),
     lsm(Hook::KeyPermission, "key_permission"),
+    raw_tp(Hook::ArmFork, "arm_fork", "sched_process_fork"),
+    raw_tp(Hook::ArmAttach, "arm_attach", "cgroup_attach_task"),
+    raw_tp(Hook::ArmExec, "arm_exec", "sched_process_exec"),
+    raw_tp(Hook::ArmFree, "arm_free", "sched_process_free"),
+    HookSpec {
+        hook: Hook::ArmMove,
+        program: "arm_move",
+        attach: Attach::Fentry("cgroup_attach_task"),
+    },
 ];
 
 /// The syscall layer's programs (#6). Not in [`HOOKS`]: user space attaches them only while some
@@ -424,6 +451,17 @@ pub mod policy_flags {
     pub const SYSCALL_ONLY: u32 = 1 << 2;
 }
 
+/// Key of the `EXEMPT` map (workload arming): a process by its thread group id and its group
+/// leader's `start_time` (monotonic ns), so a reused pid never matches an old entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ProcessKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub start_time: u64,
+}
+const _: () = assert!(core::mem::size_of::<ProcessKey>() == 16);
+
 /// Byte offsets of the kernel struct fields the programs read, found by user space in the running
 /// kernel's BTF (`/sys/kernel/btf/vmlinux`) and written into the programs' read-only data before
 /// they load. Rust BPF programs get no CO-RE relocations from aya 0.14, so this is how they read
@@ -451,11 +489,35 @@ pub struct KernelLayout {
     pub cred_gid: u32,
     /// `cred.cap_effective` (`kernel_cap_t`: 8 bytes, capability n is bit n, on every kernel).
     pub cred_cap_effective: u32,
+    /// `task_struct.group_leader` (`struct task_struct *`).
+    pub task_group_leader: u32,
+    /// `task_struct.cgroups` (`struct css_set *`).
+    pub task_cgroups: u32,
+    /// `css_set.dfl_cgrp` (`struct cgroup *`: the task's cgroup v2 cgroup).
+    pub css_set_dfl_cgrp: u32,
+    /// `cgroup.kn` (`struct kernfs_node *`: the cgroup's directory).
+    pub cgroup_kn: u32,
+    /// `kernfs_node.id` (`u64`: the cgroup id, the directory's inode number).
+    pub kernfs_node_id: u32,
+    /// `kernfs_node.parent` (`struct kernfs_node *`: the parent cgroup's directory).
+    pub kernfs_node_parent: u32,
+    /// `linux_binprm.file` (`struct file *`: the executable being run).
+    pub binprm_file: u32,
+    /// `file.f_path.dentry` (`struct dentry *`).
+    pub file_dentry: u32,
+    /// `dentry.d_name.name` (`const unsigned char *`).
+    pub dentry_name: u32,
+    /// `task_struct.mm` (`struct mm_struct *`).
+    pub task_mm: u32,
+    /// `mm_struct.exe_file` (`struct file *`: the executable the process runs).
+    pub mm_exe_file: u32,
+    /// `file.f_inode` (`struct inode *`).
+    pub file_inode: u32,
     /// `task_struct.thread_info.status` (`u32`; bit [`TS_COMPAT`] during a 32-bit system call).
     pub task_ti_status: u32,
     pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 48);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 96);
 
 /// x86 `thread_info.status` bit set from the entry of a 32-bit (ia32) system call until the
 /// return to user space, whatever instruction made it (`int $0x80` from a 64-bit process too).
@@ -697,6 +759,7 @@ mod user {
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::KernelLayout {}
+    unsafe impl aya::Pod for super::ProcessKey {}
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 #![no_std]
 #![no_main]
 
+mod arming;
 mod bench;
 mod capable;
 mod keys;

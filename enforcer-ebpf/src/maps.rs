@@ -3,7 +3,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use enforcer_common::{Config, Counters, Policy, PolicyIndex};
+use enforcer_common::{Config, Counters, Policy, PolicyIndex, ProcessKey};
 
 /// cgroup v2 id -> policy of that cgroup (and, through the level walk, of its descendants).
 #[map(name = "POLICIES")]
@@ -42,3 +42,16 @@ pub static BUILD: Array<u64> = Array::with_max_entries(1, 0);
 #[map(name = "SYS_INFLIGHT")]
 pub static SYS_INFLIGHT: LruHashMap<u32, crate::syscall::Inflight> =
     LruHashMap::with_max_entries(16384, 0);
+
+/// Workload arming: the container runtimes' setup processes (see `arming`), each with the
+/// executable it ran when it became exempt (a `struct inode` address). A process missing from it
+/// is subject. LRU, so entries a lost event left behind age out instead of filling it; an
+/// evicted live entry makes its process subject (fail closed).
+#[map(name = "EXEMPT")]
+pub static EXEMPT: LruHashMap<ProcessKey, u64> = LruHashMap::with_max_entries(16384, 0);
+
+/// Workload arming: writer thread id -> the process it is moving into a cgroup, and whether that
+/// process was under a policy before the move (`(tgid << 32) | 1`), from `arm_move` (before the
+/// migration) for `arm_attach` (after it). Not pinned: it only lives across one migration.
+#[map(name = "MOVES")]
+pub static MOVES: LruHashMap<u32, u64> = LruHashMap::with_max_entries(1024, 0);

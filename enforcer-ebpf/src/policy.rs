@@ -182,6 +182,10 @@ pub fn enforce(
     if decision.action == Action::Allow || decision.flags & policy_flags::SYSCALL_ONLY != 0 {
         return Verdict::Allow;
     }
+    // Workload arming: a runtime's setup process is not the workload (never denied, not reported).
+    if decision.flags & policy_flags::ARM_EXEC != 0 && crate::arming::current_is_setup() {
+        return Verdict::Allow;
+    }
     let syscall = Syscall::current();
     if !applies(&syscall) {
         return Verdict::Allow;

@@ -91,6 +91,10 @@ fn on_enter(nr: i64, op: Operation) {
     if decision.flags & policy_flags::SYSCALL_LAYER == 0 {
         return;
     }
+    // A runtime's setup process under an arming policy is not the workload: no record, no kill.
+    if decision.flags & policy_flags::ARM_EXEC != 0 && crate::arming::current_is_setup() {
+        return;
+    }
     let syscall = Syscall::current();
     let record = Inflight {
         nr,

@@ -174,6 +174,85 @@ impl PathCache {
     }
 }
 
+/// Cgroups that container managers create to hold containers, by name.
+const CONTAINER_PARENTS: [&str; 6] = [
+    "kubepods",
+    "kubepods.slice",
+    "docker",
+    "machine.slice",
+    "libpod_parent",
+    "kubelet.slice",
+];
+
+/// Most directories [`holds_containers`] looks at below a cgroup.
+const SCAN_LIMIT: usize = 10_000;
+
+/// Whether `target` is or holds containers, by the names runtimes give their cgroups: it is in a
+/// container or a pod ([`workload`]), a path component is a known container parent (`kubepods`,
+/// `docker`, `machine.slice`, ...), or a cgroup below it (the first 10,000 looked at) is a
+/// container's.
+pub fn holds_containers(target: &Cgroup) -> bool {
+    let path = target.path.as_str();
+    if workload(path).is_some_and(|w| w.container.is_some() || w.pod_uid.is_some())
+        || path
+            .split('/')
+            .any(|name| CONTAINER_PARENTS.contains(&name))
+    {
+        return true;
+    }
+    let Ok(root) = root() else { return false };
+    let top = root.join(path.trim_start_matches('/'));
+    let mut stack = vec![top];
+    let mut seen = 0;
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            seen += 1;
+            if seen > SCAN_LIMIT {
+                return false;
+            }
+            let child = entry.path();
+            if let Ok(relative) = child.strip_prefix(&root)
+                && workload(&display_path(relative)).is_some_and(|w| w.container.is_some())
+            {
+                return true;
+            }
+            stack.push(child);
+        }
+    }
+    false
+}
+
+/// Every process id in `target` and the cgroups below it.
+pub fn processes_below(target: &Cgroup) -> Result<Vec<u32>, CgroupError> {
+    let root = root()?;
+    let mut stack = vec![root.join(target.path.trim_start_matches('/'))];
+    let mut pids = Vec::new();
+    while let Some(dir) = stack.pop() {
+        if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
+            pids.extend(
+                procs
+                    .lines()
+                    .filter_map(|line| line.trim().parse::<u32>().ok()),
+            );
+        }
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(entry.path());
+            }
+        }
+    }
+    Ok(pids)
+}
+
 /// A container runtime whose cgroup names say which container a cgroup belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Runtime {
@@ -632,6 +711,24 @@ mod tests {
             format!("/kubepods/besteffort/{ID}"),
         ] {
             assert_eq!(workload(&path), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn container_parents_hold_containers() {
+        let at = |path: &str| Cgroup {
+            id: 0,
+            path: path.to_owned(),
+            level: 1,
+        };
+        for path in [
+            "/kubepods".to_owned(),
+            "/kubepods.slice/kubepods-besteffort.slice".to_owned(),
+            format!("/kubepods/besteffort/pod{UID}"),
+            format!("/system.slice/docker-{ID}.scope"),
+            "/machine.slice".to_owned(),
+        ] {
+            assert!(holds_containers(&at(&path)), "{path}");
         }
     }
 

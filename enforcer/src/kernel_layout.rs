@@ -54,6 +54,20 @@ fn from_file(path: &Path) -> Result<KernelLayout, LayoutError> {
         cred_uid: field("cred.uid")?,
         cred_gid: field("cred.gid")?,
         cred_cap_effective: field("cred.cap_effective")?,
+        task_group_leader: field("task_struct.group_leader")?,
+        task_cgroups: field("task_struct.cgroups")?,
+        css_set_dfl_cgrp: field("css_set.dfl_cgrp")?,
+        cgroup_kn: field("cgroup.kn")?,
+        kernfs_node_id: field("kernfs_node.id")?,
+        // Renamed `__parent` in 6.15.
+        kernfs_node_parent: field("kernfs_node.parent")
+            .or_else(|_| field("kernfs_node.__parent"))?,
+        binprm_file: field("linux_binprm.file")?,
+        file_dentry: field("file.f_path.dentry")?,
+        dentry_name: field("dentry.d_name.name")?,
+        task_mm: field("task_struct.mm")?,
+        mm_exe_file: field("mm_struct.exe_file")?,
+        file_inode: field("file.f_inode")?,
         task_ti_status: field("task_struct.thread_info.status")?,
         _pad: 0,
     })
@@ -252,6 +266,10 @@ mod tests {
         assert!(layout.cred_gid == layout.cred_uid + 4);
         assert!(layout.cred_cap_effective > layout.cred_gid);
         assert!(layout.task_seccomp_mode > 0 && layout.task_start_time > 0);
+        // Workload arming's fields (`kernfs_node.parent` is `__parent` on this 6.18 host).
+        assert!(layout.task_group_leader > 0 && layout.task_cgroups > 0 && layout.task_mm > 0);
+        assert!(layout.kernfs_node_parent != layout.kernfs_node_id);
+        assert!(layout.binprm_file > 0 || layout.file_inode > 0);
     }
 
     #[test]

@@ -29,11 +29,13 @@ use std::{
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{Lsm, Program, ProgramError, RawTracePoint, links::FdLink, links::PinnedLink},
+    programs::{
+        FEntry, Lsm, Program, ProgramError, RawTracePoint, links::FdLink, links::PinnedLink,
+    },
 };
 use enforcer_common::{
     ABI_VERSION, Attach, Config, Counters, HOOKS, Hook, HookSpec, KernelLayout, Policy,
-    PolicyIndex, SYSCALL_HOOKS, policy_flags,
+    PolicyIndex, ProcessKey, SYSCALL_HOOKS, policy_flags,
 };
 use nix::fcntl::{Flock, FlockArg};
 use thiserror::Error;
@@ -53,14 +55,16 @@ const MAP_COUNTERS: &str = "COUNTERS";
 const MAP_EVENTS: &str = "EVENTS";
 const MAP_DROPPED: &str = "DROPPED";
 const MAP_CONFIG: &str = "CONFIG";
+const MAP_EXEMPT: &str = "EXEMPT";
 /// The pinned maps every build of a layout shares.
-const MAPS: [&str; 6] = [
+const MAPS: [&str; 7] = [
     MAP_POLICIES,
     MAP_INDEX,
     MAP_COUNTERS,
     MAP_EVENTS,
     MAP_DROPPED,
     MAP_CONFIG,
+    MAP_EXEMPT,
 ];
 /// Which build's programs the links hold; pinned too, but not needed to use the others.
 const MAP_BUILD: &str = "BUILD";
@@ -392,6 +396,8 @@ pub struct PolicyMaps {
     pub policies: HashMap<MapData, u64, Policy>,
     pub index: Array<MapData, PolicyIndex>,
     pub counters: PerCpuHashMap<MapData, u64, Counters>,
+    /// Workload arming's setup processes (read and cleared by `attach`, never filled).
+    pub exempt: HashMap<MapData, ProcessKey, u64>,
 }
 
 /// The maps a consumer of violation events reads.
@@ -593,6 +599,8 @@ fn open_policy_maps(pins: &Pins) -> Result<PolicyMaps, LoaderError> {
             .map_err(|err| layout_err(MAP_INDEX, err))?,
         counters: PerCpuHashMap::try_from(open_typed(pins, MAP_COUNTERS)?)
             .map_err(|err| layout_err(MAP_COUNTERS, err))?,
+        exempt: HashMap::try_from(open_typed(pins, MAP_EXEMPT)?)
+            .map_err(|err| layout_err(MAP_EXEMPT, err))?,
     })
 }
 
@@ -624,6 +632,7 @@ fn check_pinned_layout(pins: &Pins) -> Result<(), LoaderError> {
         .and_then(|()| check(pins, MAP_EVENTS, RingBuf::try_from))
         .and_then(|()| check(pins, MAP_DROPPED, PerCpuArray::<_, u64>::try_from))
         .and_then(|()| check(pins, MAP_CONFIG, Array::<_, Config>::try_from))
+        .and_then(|()| check(pins, MAP_EXEMPT, HashMap::<_, ProcessKey, u64>::try_from))
         .and_then(|()| check(pins, MAP_BUILD, Array::<_, u64>::try_from));
     checked.map_err(|detail| LoaderError::LayoutMismatch {
         dir: pins.dir.display().to_string(),
@@ -774,6 +783,9 @@ fn verify_program(ebpf: &mut Ebpf, btf: &Btf, spec: &HookSpec) -> Result<(), Loa
         Attach::RawTracepoint(_) => <&mut RawTracePoint>::try_from(program)
             .map_err(|err| wrong_kind(spec, err))?
             .load(),
+        Attach::Fentry(function) => <&mut FEntry>::try_from(program)
+            .map_err(|err| wrong_kind(spec, err))?
+            .load(function, btf),
     };
     loaded.map_err(|err| classify_load_error(spec.program, spec.attach.point(), err))
 }
@@ -792,6 +804,11 @@ fn attach(ebpf: &mut Ebpf, spec: &HookSpec) -> Result<FdLink, LoaderError> {
             let program =
                 <&mut RawTracePoint>::try_from(program).map_err(|err| wrong_kind(spec, err))?;
             let id = program.attach(tracepoint).map_err(attach_err)?;
+            program.take_link(id).map(FdLink::from).map_err(link_err)
+        }
+        Attach::Fentry(_) => {
+            let program = <&mut FEntry>::try_from(program).map_err(|err| wrong_kind(spec, err))?;
+            let id = program.attach().map_err(attach_err)?;
             program.take_link(id).map(FdLink::from).map_err(link_err)
         }
     }

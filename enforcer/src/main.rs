@@ -2,6 +2,7 @@
 mod cgroup;
 mod cmd;
 mod consumer;
+mod container;
 mod daemon;
 mod events;
 mod kernel_layout;
@@ -77,6 +78,8 @@ enum Exit {
     NothingAttached = 7,
     AlreadyRunning = 8,
     DaemonGone = 9,
+    UnknownContainer = 10,
+    AmbiguousContainer = 11,
     /// The action needs a layer the request did not select (`--deny` with `--layer syscall`).
     NotInLayer = 12,
 }
@@ -151,6 +154,13 @@ fn exit_code(err: &anyhow::Error) -> Exit {
         }
         if cause.is::<policy::PolicyError>() {
             return Exit::BadPolicy;
+        }
+        if let Some(err) = cause.downcast_ref::<container::ContainerError>() {
+            return match err {
+                container::ContainerError::Ambiguous { .. } => Exit::AmbiguousContainer,
+                container::ContainerError::Cgroup(_) => Exit::BadCgroup,
+                _ => Exit::UnknownContainer,
+            };
         }
         if cause.is::<cgroup::CgroupError>() {
             return Exit::BadCgroup;

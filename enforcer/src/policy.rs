@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use enforcer_common::{
     Action, LEVEL_UNUSED, LevelFilter, MAX_POLICY_LEVELS, OPERATIONS, Operation, Policy,
-    PolicyIndex,
+    PolicyIndex, policy_flags,
 };
 use thiserror::Error;
 
@@ -58,6 +58,46 @@ struct FileEntry {
     audit: Vec<String>,
     #[serde(default)]
     kill: Vec<String>,
+    /// `exec` or `immediate`; the cgroup's default when absent.
+    #[serde(default)]
+    arm: Option<Arm>,
+}
+
+/// When a process in a covered cgroup becomes subject to the policy (workload arming).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Arm {
+    /// From its first successful exec after it entered the cgroup: a container runtime's setup
+    /// before that exec is not denied. Every descendant of a subject process is subject.
+    Exec,
+    /// At once: everything in the cgroup is subject, the runtime's setup included.
+    Immediate,
+}
+
+impl Arm {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Exec => "exec",
+            Self::Immediate => "immediate",
+        }
+    }
+
+    /// The arming a policy holds.
+    pub fn of(policy: &Policy) -> Self {
+        if policy.flags & policy_flags::ARM_EXEC != 0 {
+            Self::Exec
+        } else {
+            Self::Immediate
+        }
+    }
+
+    /// Sets this arming in `policy`'s flags.
+    pub fn apply(self, policy: &mut Policy) {
+        match self {
+            Self::Exec => policy.flags |= policy_flags::ARM_EXEC,
+            Self::Immediate => policy.flags &= !policy_flags::ARM_EXEC,
+        }
+    }
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -72,6 +112,8 @@ enum CgroupSpec {
 pub struct FileRule {
     pub cgroup: String,
     pub rules: Vec<(Action, Option<String>)>,
+    /// The entry's `arm`, if given.
+    pub arm: Option<Arm>,
 }
 
 impl FileRule {
@@ -112,6 +154,7 @@ pub fn parse_file(file: &str, text: &str) -> Result<Vec<FileRule>, PolicyError> 
                 (Action::Audit, list(entry.audit)),
                 (Action::Kill, list(entry.kill)),
             ],
+            arm: entry.arm,
         });
     }
     Ok(rules)
@@ -123,11 +166,14 @@ pub fn summary(policy: &Policy) -> String {
     for (op, action) in describe(policy) {
         by_action.entry(action).or_default().push(op.name());
     }
-    by_action
+    let mut words: Vec<String> = by_action
         .into_iter()
         .map(|(action, ops)| format!("{}={}", action.name(), ops.join(",")))
-        .collect::<Vec<_>>()
-        .join(" ")
+        .collect();
+    if Arm::of(policy) == Arm::Exec {
+        words.push("arm=exec".to_owned());
+    }
+    words.join(" ")
 }
 
 fn known_names() -> String {
@@ -329,6 +375,33 @@ mod tests {
         assert_eq!(rules[1].cgroup, "42");
         let policy = compile(&rules[0].borrowed(), 1).unwrap();
         assert_eq!(summary(&policy), "audit=settime deny=mount,keyctl");
+    }
+
+    #[test]
+    fn a_policy_file_may_name_the_arming() {
+        let text = "policies:\n  - cgroup: /pod1\n    deny: [all]\n    arm: exec\n  - cgroup: /plain\n    deny: [mount]\n    arm: immediate\n  - cgroup: /other\n    deny: [mount]\n";
+        let rules = parse_file("p.yaml", text).unwrap();
+        assert_eq!(
+            rules.iter().map(|r| r.arm).collect::<Vec<_>>(),
+            [Some(Arm::Exec), Some(Arm::Immediate), None]
+        );
+        let bad = "policies:\n  - cgroup: /pod1\n    deny: [all]\n    arm: later\n";
+        assert!(
+            parse_file("p.yaml", bad)
+                .unwrap_err()
+                .to_string()
+                .contains("later")
+        );
+        let mut policy = compile(&rules[0].borrowed(), 1).unwrap();
+        Arm::Exec.apply(&mut policy);
+        assert_eq!(Arm::of(&policy), Arm::Exec);
+        assert!(
+            summary(&policy).ends_with(" arm=exec"),
+            "{}",
+            summary(&policy)
+        );
+        Arm::Immediate.apply(&mut policy);
+        assert_eq!(Arm::of(&policy), Arm::Immediate);
     }
 
     #[test]

@@ -14,5 +14,6 @@ mod events;
 mod harness;
 mod matrix;
 mod policy;
+mod runtimes;
 mod syscall;
 mod upgrade;

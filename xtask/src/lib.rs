@@ -8,6 +8,7 @@ pub mod guest;
 pub mod initramfs;
 pub mod kernels;
 pub mod libtest;
+pub mod runtimes;
 pub mod sysdeps;
 pub mod toolchain;
 pub mod vm;

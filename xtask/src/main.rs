@@ -11,7 +11,7 @@ use xtask::guest;
 use xtask::kernels::{self, Kernel, Series};
 use xtask::libtest::{Report, Verdict};
 use xtask::vm::{self, VmOutcome, VmSpec};
-use xtask::{cmd, initramfs, sysdeps, toolchain, workspace_root};
+use xtask::{cmd, initramfs, runtimes, sysdeps, toolchain, workspace_root};
 
 mod bench;
 
@@ -109,7 +109,20 @@ fn prepare_vm_bins(mode: &str) -> Result<(PathBuf, guest::GuestBins)> {
     sysdeps::ensure_packages(sysdeps::VM_PACKAGES)?;
     let bins = guest::build()?;
     let initrd = workspace_root().join(format!("target/vm/initramfs-{mode}.cpio"));
-    initramfs::build(&initrd, &bins.initramfs_entries())?;
+    let mut entries = bins.initramfs_entries();
+    // The runtime tests' runc and crun with their libraries (test boots only: the image grows
+    // by a dozen megabytes).
+    let runtimes = if mode == "test" {
+        runtimes::initramfs_entries()?
+    } else {
+        Vec::new()
+    };
+    entries.extend(
+        runtimes
+            .iter()
+            .map(|(guest, host)| (guest.as_str(), host.as_path())),
+    );
+    initramfs::build(&initrd, &entries)?;
     Ok((initrd, bins))
 }
 

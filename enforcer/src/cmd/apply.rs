@@ -91,7 +91,11 @@ pub fn validate(args: &Args) -> Result<Desired> {
     let mut desired = Desired::new();
     for entry in policy::parse_file(&shown, &text)? {
         let target = cgroup::resolve(&entry.cgroup)?;
-        let compiled = policy::compile(&entry.borrowed(), target.level)?;
+        let mut compiled = policy::compile(&entry.borrowed(), target.level)?;
+        entry
+            .arm
+            .unwrap_or_else(|| attach::default_arm(&target))
+            .apply(&mut compiled);
         if desired
             .insert(target.id, (target.clone(), compiled))
             .is_some()

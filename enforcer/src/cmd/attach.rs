@@ -2,13 +2,17 @@
 use anyhow::Result;
 use enforcer_common::{Action, Counters, Policy, policy_flags};
 
-use crate::{cgroup, daemon::control, loader, policy};
+use crate::{cgroup, container, daemon::control, loader, policy};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// cgroup v2 directory (absolute, or relative to the cgroup2 mount) or numeric cgroup id.
-    #[arg(long, value_name = "PATH|ID")]
-    pub cgroup: String,
+    #[arg(long, value_name = "PATH|ID", required_unless_present = "container")]
+    pub cgroup: Option<String>,
+    /// A container id (full, or a unique prefix): its cgroup, from runc or crun state or the
+    /// cgroup names of docker, containerd, CRI-O and podman. Arms at `exec` unless told.
+    #[arg(long, value_name = "ID", conflicts_with = "cgroup")]
+    pub container: Option<String>,
     /// Refuse these operations with EPERM and report them (comma list, or `all`).
     #[arg(long, value_name = "OPS")]
     pub deny: Option<String>,
@@ -23,6 +27,12 @@ pub struct Args {
     /// enforcement plus the syscall layer's return values and EPERM attribution).
     #[arg(long, value_enum, default_value_t = Layer::Lsm)]
     pub layer: Layer,
+    /// When a process in the cgroup becomes subject: `exec` (from its first exec after it
+    /// entered the cgroup: a container runtime's setup is not denied) or `immediate`. Default:
+    /// `exec` for a cgroup that is or holds containers (by the runtimes' cgroup names),
+    /// `immediate` otherwise.
+    #[arg(long, value_enum, value_name = "WHEN")]
+    pub arm: Option<policy::Arm>,
 }
 
 /// `attach --layer`.
@@ -65,7 +75,19 @@ impl Layer {
 
 pub fn run(args: Args) -> Result<()> {
     // Everything the user typed is checked before any state changes.
-    let target = cgroup::resolve(&args.cgroup)?;
+    let target = match (&args.cgroup, &args.container) {
+        (_, Some(id)) => container::resolve(id)?,
+        (Some(spec), None) => cgroup::resolve(spec)?,
+        (None, None) => unreachable!("clap requires --cgroup or --container"),
+    };
+    // Arming needs the LSM layer's programs; a container's cgroup holds one by definition.
+    let default = if args.layer == Layer::Syscall {
+        policy::Arm::Immediate
+    } else if args.container.is_some() {
+        policy::Arm::Exec
+    } else {
+        default_arm(&target)
+    };
     let mut new_policy = policy::compile(
         &[
             (Action::Deny, args.deny.as_deref()),
@@ -80,6 +102,12 @@ pub fn run(args: Args) -> Result<()> {
         ));
     }
     new_policy.flags |= args.layer.flags();
+    if args.layer == Layer::Syscall && args.arm == Some(policy::Arm::Exec) {
+        anyhow::bail!(crate::ExitError::not_in_layer(
+            "--arm exec needs the LSM layer: workload arming is kept by programs on fork, exec and cgroup moves that are loaded with the LSM programs; use --layer both, or --arm immediate with --layer syscall".to_owned()
+        ));
+    }
+    args.arm.unwrap_or(default).apply(&mut new_policy);
     // With a daemon up, it makes the change (and logs it); the request is already validated.
     if control::forward(&control::Request::Attach {
         cgroup: (&target).into(),
@@ -90,6 +118,15 @@ pub fn run(args: Args) -> Result<()> {
     execute(&target, new_policy)?;
     print!("{}", report(&target, &new_policy));
     Ok(())
+}
+
+/// `exec` for a cgroup that is or holds containers, else `immediate`.
+pub fn default_arm(target: &cgroup::Cgroup) -> policy::Arm {
+    if cgroup::holds_containers(target) {
+        policy::Arm::Exec
+    } else {
+        policy::Arm::Immediate
+    }
 }
 
 /// Sets the validated `new_policy` on `target` under the state lock, installing the programs on
@@ -119,10 +156,11 @@ pub fn report(target: &cgroup::Cgroup, new_policy: &Policy) -> String {
         layer => format!(" layer={}", layer.name()),
     };
     format!(
-        "attached {} (id {}): {}{layer}\n",
+        "attached {} (id {}): {} arm={}{layer}\n",
         target.path,
         target.id,
-        summary.join(" ")
+        summary.join(" "),
+        policy::Arm::of(new_policy).name()
     )
 }
 
@@ -153,5 +191,26 @@ pub fn set_policy(
     maps.policies.insert(target.id, new_policy, 0)?;
     maps.write_index(&index_updates)?;
     loader::sync_syscall_layer(maps)?;
+    clear_setup_entries(maps, target)?;
+    Ok(())
+}
+
+/// Workload arming: the processes already in `target`'s subtree are subject at once, whatever
+/// they were under an earlier policy. Runs after the policy is in force, so a runtime's setup
+/// process that enters later is exempted by the kernel as usual; one that was mid-setup in the
+/// subtree now is subject (its container may fail to start).
+fn clear_setup_entries(maps: &mut loader::PolicyMaps, target: &cgroup::Cgroup) -> Result<()> {
+    let inside: std::collections::HashSet<u32> =
+        cgroup::processes_below(target)?.into_iter().collect();
+    let stale: Vec<_> = maps
+        .exempt
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|key| inside.contains(&key.tgid))
+        .collect();
+    for key in stale {
+        // Gone already (exec or exit) is as good as removed.
+        let _ = maps.exempt.remove(&key);
+    }
     Ok(())
 }

@@ -18,6 +18,7 @@ struct Row {
     id: u64,
     path: String,
     actions: Vec<(Operation, Action)>,
+    arm: policy::Arm,
     totals: Counters,
     /// `attach --layer` of the policy (#6).
     layer: &'static str,
@@ -63,6 +64,7 @@ fn collect(maps: &loader::PolicyMaps) -> Result<Vec<Row>> {
             id,
             path: paths.path(id),
             actions: policy::describe(&policy),
+            arm: policy::Arm::of(&policy),
             totals,
             layer: crate::cmd::attach::Layer::of(&policy).name(),
         });
@@ -78,14 +80,14 @@ fn render_table(rows: &[Row], out: &mut String) {
     }
     let _ = writeln!(
         out,
-        "{:<40} {:>10}  {:<9} {:<6} {:>8} {:>8} {:>8}  LAYER",
-        "CGROUP", "ID", "OPERATION", "ACTION", "AUDITED", "DENIED", "KILLED"
+        "{:<40} {:>10}  {:<9} {:<6} {:>8} {:>8} {:>8}  {:<9} LAYER",
+        "CGROUP", "ID", "OPERATION", "ACTION", "AUDITED", "DENIED", "KILLED", "ARM"
     );
     for row in rows {
         for (op, action) in &row.actions {
             let _ = writeln!(
                 out,
-                "{:<40} {:>10}  {:<9} {:<6} {:>8} {:>8} {:>8}  {}",
+                "{:<40} {:>10}  {:<9} {:<6} {:>8} {:>8} {:>8}  {:<9} {}",
                 row.path,
                 row.id,
                 op.name(),
@@ -93,6 +95,7 @@ fn render_table(rows: &[Row], out: &mut String) {
                 row.totals.get(Action::Audit, *op),
                 row.totals.get(Action::Deny, *op),
                 row.totals.get(Action::Kill, *op),
+                row.arm.name(),
                 row.layer
             );
         }
@@ -121,6 +124,7 @@ fn render_json(rows: &[Row], out: &mut String) {
             json!({
                 "cgroup_id": row.id,
                 "cgroup_path": row.path,
+                "arm": row.arm.name(),
                 "layer": row.layer,
                 "operations": operations,
             })

@@ -48,8 +48,15 @@ fn main() -> ExitCode {
         eprintln!("probe: set-up failed: {err}");
         return ExitCode::from(2);
     }
+    // `--wait`: block until a line arrives on stdin, so a test can move the probe between
+    // cgroups (or change policies) before it acts, without an exec in between.
+    if args.first().map(String::as_str) == Some("--wait") {
+        args.remove(0);
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+    }
     let Some(op) = args.first().cloned() else {
-        eprintln!("usage: probe [--cgroup DIR] [--as UID:GID] OP [ARGS]");
+        eprintln!("usage: probe [--cgroup DIR] [--as UID:GID] [--wait] OP [ARGS]");
         return ExitCode::from(2);
     };
     let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
