@@ -3,9 +3,8 @@
 //! to the workload it recorded. The host runs the rest natively (tests/tests/host_syscall.rs).
 use std::{
     fs,
+    io::{BufRead, BufReader},
     process::{Command, Stdio},
-    thread,
-    time::Duration,
 };
 
 use serde_json::Value;
@@ -143,7 +142,7 @@ fn workload(cgroup: &Cgroup, scratch: &Scratch, one_more: bool) -> Vec<(String, 
 fn record_suggest_yields_a_policy_the_workload_runs_under() {
     let cgroup = Cgroup::new("sys-record");
     let scratch = Scratch::new("sys-record");
-    let record = Command::new(enforcer_bin())
+    let mut record = Command::new(enforcer_bin())
         .args([
             "record",
             "--cgroup",
@@ -156,15 +155,29 @@ fn record_suggest_yields_a_policy_the_workload_runs_under() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start record");
-    thread::sleep(Duration::from_millis(1500));
+    // The workload starts once record says it records (its policy and reader are in place): a
+    // fixed pause raced a slow boot.
+    let mut stderr_lines = BufReader::new(record.stderr.take().expect("stderr")).lines();
+    let mut stderr = String::new();
+    for line in stderr_lines.by_ref() {
+        let line = line.expect("record stderr");
+        stderr.push_str(&line);
+        stderr.push('\n');
+        if line.starts_with("enforcer: recording ") {
+            break;
+        }
+    }
     let recorded = workload(&cgroup, &scratch, false);
     assert!(
         recorded.iter().all(|(_, errno)| *errno == 0),
         "{recorded:?}"
     );
+    for line in stderr_lines.map_while(Result::ok) {
+        stderr.push_str(&line);
+        stderr.push('\n');
+    }
     let output = record.wait_with_output().expect("record");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(output.status.success(), "{stdout}{stderr}");
     assert!(
         stdout.contains("    deny: [keyctl]\n"),
