@@ -92,8 +92,8 @@ impl Drop for ResetOnDrop {
     }
 }
 
-/// Keeps this test's thread, and so every process it starts from now on (the hammer, both builds),
-/// on CPU 0 while it lives. Under QEMU's TCG with two vCPUs, a call site that one vCPU executes
+/// Keeps this test's thread, and so every process it starts from now on (both builds; the hammer
+/// pins itself again after it joins its cgroup), on CPU 0 while it lives. Under QEMU's TCG with two vCPUs, a call site that one vCPU executes
 /// in a tight loop while the other patches it (attaching or detaching a trampoline) can hit a
 /// stale breakpoint: the "Oops: int3" the early-boot flake also shows, which crashed both kernels
 /// here on the first try. On one CPU the hammer's calls still interleave with every step of the
@@ -229,7 +229,16 @@ impl Hammer {
         let _ = fs::remove_file(&stop);
         let probe_bin = crate::harness::probe_bin();
         let child = Command::new(probe_bin)
-            .args(["--cgroup", cgroup.arg(), "settime-until", &stop])
+            // Pinned again after joining the cgroup: a cgroup move resets the CPUs when the
+            // cpuset controller is on (runc turns it on at the root in the runtime tests).
+            .args([
+                "--cgroup",
+                cgroup.arg(),
+                "--cpu",
+                "0",
+                "settime-until",
+                &stop,
+            ])
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawn the hammer");

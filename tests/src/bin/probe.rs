@@ -20,7 +20,12 @@ fn main() -> ExitCode {
     // policy there would see), install a seccomp filter (last: it may refuse calls the set-up
     // makes).
     let mut setup = Setup::default();
-    while args.first().is_some_and(|a| a.starts_with("--")) && args.len() >= 2 {
+    // `--wait` (no value) comes after them.
+    while args
+        .first()
+        .is_some_and(|a| a.starts_with("--") && a != "--wait")
+        && args.len() >= 2
+    {
         let value = args.remove(1);
         let option = args.remove(0);
         match option.as_str() {
@@ -28,6 +33,7 @@ fn main() -> ExitCode {
             "--unshare-mount" => setup.unshare_mount = value == "yes",
             "--drop-cap" => setup.drop_cap = value.parse().ok(),
             "--seccomp-eperm" => setup.seccomp_eperm = value.parse().ok(),
+            "--cpu" => setup.cpu = value.parse().ok(),
             "--as" => match value
                 .split_once(':')
                 .and_then(|(uid, gid)| Some((uid.parse().ok()?, gid.parse().ok()?)))
@@ -146,6 +152,9 @@ struct Setup {
     seccomp_eperm: Option<u32>,
     /// `--as UID:GID`: run the operation as these ids (after joining the cgroup).
     become_ids: Option<(u32, u32)>,
+    /// `--cpu N`: run on CPU N only, set after joining the cgroup (joining a cgroup with the
+    /// cpuset controller enabled, as runc leaves the root, resets the CPUs a process may use).
+    cpu: Option<usize>,
 }
 
 impl Setup {
@@ -171,6 +180,12 @@ impl Setup {
                 std::process::id().to_string(),
             )
             .map_err(|err| format!("cannot join {dir}: {err}"))?;
+        }
+        if let Some(cpu) = self.cpu {
+            let mut one = nix::sched::CpuSet::new();
+            one.set(cpu).map_err(|err| format!("CPU {cpu}: {err}"))?;
+            nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &one)
+                .map_err(|err| format!("sched_setaffinity: {err}"))?;
         }
         if let Some((uid, gid)) = self.become_ids {
             // SAFETY: plain system calls; the group first, while the process may still change it.
