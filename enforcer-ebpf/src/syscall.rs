@@ -17,7 +17,8 @@
 use aya_ebpf::{
     bindings::{BPF_RB_NO_WAKEUP, pt_regs},
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel, bpf_send_signal,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_send_signal,
+        generated::bpf_task_pt_regs,
     },
     macros::raw_tracepoint,
     programs::RawTracePointContext,
@@ -122,10 +123,13 @@ fn on_enter(nr: i64, op: Operation) {
 /// `sys_exit(struct pt_regs *regs, long ret)`.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
-    let regs: *const pt_regs = ctx.arg(0);
-    // SAFETY: `regs` is the exiting task's saved registers; the helper checks the address.
-    let Ok(nr) = (unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*regs).orig_rax)) }) else {
-        return 0;
+    // The call number from the task's saved registers through their BTF type: a plain load the
+    // verifier checks, where a probe_read of the tracepoint's untyped `regs` costs a helper's
+    // fault-safe copy on every system call of the machine.
+    // SAFETY: bpf_task_pt_regs of the current task returns its saved user registers, typed.
+    let nr = unsafe {
+        let regs = bpf_task_pt_regs(current_task().cast_mut().cast()) as *const pt_regs;
+        (*regs).orig_rax
     };
     if let Some((nr, op)) = guarded(nr as i64) {
         let ret: i64 = ctx.arg(1);
