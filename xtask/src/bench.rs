@@ -225,20 +225,11 @@ fn hooks(kernel: &Kernel, initrd: &Path, args: &HooksArgs) -> Result<bool> {
             ""
         }
     );
-    let mut ok = results.print_table();
+    let ok = results.print_table();
     if !results.0.is_empty() {
         results.print_derived();
     }
-    if let Some(reason) = outcome.failure_reason() {
-        ok = false;
-        println!("[{label}] bench failed: {reason}");
-        if !args.verbose {
-            for line in outcome.console.iter().rev().take(20).rev() {
-                println!("[{label}] | {line}");
-            }
-        }
-    }
-    Ok(ok)
+    Ok(ok & vm_ran(&outcome, &label, args))
 }
 
 /// Runs the syscall-layer bench on one kernel (icount, like `hooks`) and prints its table with
@@ -304,16 +295,7 @@ fn syscalls(kernel: &Kernel, initrd: &Path, args: &HooksArgs) -> Result<bool> {
             }
         );
     }
-    if let Some(reason) = outcome.failure_reason() {
-        ok = false;
-        println!("[{label}] bench failed: {reason}");
-        if !args.verbose {
-            for line in outcome.console.iter().rev().take(20).rev() {
-                println!("[{label}] | {line}");
-            }
-        }
-    }
-    Ok(ok)
+    Ok(ok & vm_ran(&outcome, &label, args))
 }
 
 /// Instructions per call, by config, one value per round.
@@ -460,6 +442,21 @@ impl Results {
             None,
         );
     }
+}
+
+/// False when the bench VM failed, after saying why (with the console's last lines unless the
+/// whole console was streamed).
+fn vm_ran(outcome: &vm::VmOutcome, label: &str, args: &HooksArgs) -> bool {
+    let Some(reason) = outcome.failure_reason() else {
+        return true;
+    };
+    println!("[{label}] bench failed: {reason}");
+    if !args.verbose {
+        for line in outcome.console.iter().rev().take(20).rev() {
+            println!("[{label}] | {line}");
+        }
+    }
+    false
 }
 
 #[cfg(test)]
