@@ -669,7 +669,10 @@ pub struct Event {
     pub hook: u8,
     /// [`Action`] discriminant.
     pub action: u8,
-    pub _pad0: [u8; 3],
+    // Padding in naturally aligned integers: an odd-sized byte array is zeroed through a memset
+    // call in BPF code, a byte loop on the event's hot path.
+    pub _pad0: u8,
+    pub _pad0w: u16,
     /// Errno the hook returned to the caller (0 when permitted).
     pub errno: i32,
     /// Process id (thread group id) of the caller.
@@ -710,7 +713,8 @@ pub struct Event {
     /// x86_64 number of the same call, `args` are in the call's order, and the requested time is
     /// not read (32-bit time layouts).
     pub compat: u8,
-    pub _pad2: [u8; 5],
+    pub _pad2: u8,
+    pub _pad2w: u32,
     /// The system call's return value (`sys_exit`); for LSM events the hook's return value.
     pub ret: i64,
 }

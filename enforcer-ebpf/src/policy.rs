@@ -326,7 +326,8 @@ pub(crate) fn emit(
     event.op = op as u8;
     event.hook = hook as u8;
     event.action = decision.action as u8;
-    event._pad0 = [0; 3];
+    event._pad0 = 0;
+    event._pad0w = 0;
     event.errno = outcome.errno;
     event._pad1 = 0;
     // The ids and the name are read from the task itself at the offsets user space found in this
@@ -382,7 +383,8 @@ pub(crate) fn emit(
     event.source = outcome.source;
     event.refused_by = outcome.refused_by;
     event.compat = syscall.compat as u8;
-    event._pad2 = [0; 5];
+    event._pad2 = 0;
+    event._pad2w = 0;
     event.ret = outcome.ret;
     entry.submit(submit_flags);
 }

@@ -234,7 +234,8 @@ mod tests {
             op: 2,
             hook: 0,
             action: 2,
-            _pad0: [0; 3],
+            _pad0: 0,
+            _pad0w: 0,
             errno: 1,
             pid: 4242,
             tid: 4243,
@@ -253,7 +254,8 @@ mod tests {
             source: 0,
             refused_by: 0,
             compat: 0,
-            _pad2: [0; 5],
+            _pad2: 0,
+            _pad2w: 0,
             ret: 0,
         }
     }

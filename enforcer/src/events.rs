@@ -319,7 +319,8 @@ mod tests {
             op: Operation::Settime as u8,
             hook: Hook::Capable as u8,
             action: Action::Deny as u8,
-            _pad0: [0; 3],
+            _pad0: 0,
+            _pad0w: 0,
             errno: 1,
             pid: 42,
             tid: 43,
@@ -338,7 +339,8 @@ mod tests {
             source: source::LSM,
             refused_by: refused_by::ENFORCER,
             compat: 0,
-            _pad2: [0; 5],
+            _pad2: 0,
+            _pad2w: 0,
             ret: -1,
         }
     }
