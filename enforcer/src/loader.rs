@@ -814,6 +814,17 @@ fn attach(ebpf: &mut Ebpf, spec: &HookSpec) -> Result<FdLink, LoaderError> {
     }
 }
 
+/// Attaches `spec`'s program and pins its link under `pins`, over the link pinned there before
+/// (see [`swap_link`]).
+fn attach_pinned(ebpf: &mut Ebpf, pins: &Pins, spec: &HookSpec) -> Result<Swap, LoaderError> {
+    let link = attach(ebpf, spec)?;
+    swap_link(
+        link,
+        &pins.staged_link(spec.program),
+        &pins.link(spec.program),
+    )
+}
+
 /// How a link got to its pin.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Swap {
@@ -914,13 +925,7 @@ fn replace_programs(pins: &Pins) -> Result<Replaced, LoaderError> {
             kept_maps,
         };
         for spec in HOOKS {
-            let swapped = attach(&mut ebpf, spec).and_then(|link| {
-                swap_link(
-                    link,
-                    &pins.staged_link(spec.program),
-                    &pins.link(spec.program),
-                )
-            });
+            let swapped = attach_pinned(&mut ebpf, pins, spec);
             match swapped {
                 Ok(Swap::Added) => done.added += 1,
                 Ok(Swap::Replaced) => done.replaced += 1,
@@ -935,12 +940,7 @@ fn replace_programs(pins: &Pins) -> Result<Replaced, LoaderError> {
             }
         }
         for spec in on_demand {
-            let link = attach(&mut ebpf, spec)?;
-            swap_link(
-                link,
-                &pins.staged_link(spec.program),
-                &pins.link(spec.program),
-            )?;
+            attach_pinned(&mut ebpf, pins, spec)?;
             done.replaced += 1;
         }
         write_build(pins, our_build())?;
@@ -1191,12 +1191,7 @@ fn migrate(pins: &Pins, from: u32) -> Result<(), LoaderError> {
             snapshot.policies.len()
         );
         for spec in HOOKS {
-            let link = attach(&mut ebpf, spec)?;
-            swap_link(
-                link,
-                &pins.staged_link(spec.program),
-                &pins.link(spec.program),
-            )?;
+            attach_pinned(&mut ebpf, pins, spec)?;
         }
         write_build(pins, our_build())
     })();
@@ -1295,12 +1290,7 @@ pub fn sync_syscall_layer(maps: &PolicyMaps) -> Result<(), LoaderError> {
         }
         // Exit before entry: an entry record must always find its exit program.
         for spec in missing.into_iter().rev() {
-            let link = attach(&mut ebpf, spec)?;
-            swap_link(
-                link,
-                &pins.staged_link(spec.program),
-                &pins.link(spec.program),
-            )?;
+            attach_pinned(&mut ebpf, &pins, spec)?;
         }
     } else {
         // Entry first, for the same reason.

@@ -114,6 +114,30 @@ fn enforcer_ok(args: &[&str]) -> String {
     run.stdout
 }
 
+/// The stdout of a run that must have succeeded.
+fn ok(run: Run) -> String {
+    assert!(
+        run.status.success(),
+        "enforcer failed: {}{}",
+        run.stdout,
+        run.stderr
+    );
+    run.stdout
+}
+
+/// `enforcer attach --cgroup CGROUP --layer syscall ACTION OPS`.
+fn attach_syscall(cgroup: &Cgroup, action: &str, ops: &str) -> Run {
+    enforcer(&[
+        "attach",
+        "--cgroup",
+        cgroup.arg(),
+        "--layer",
+        "syscall",
+        action,
+        ops,
+    ])
+}
+
 /// The cgroup v2 mount: /sys/fs/cgroup/unified on a hybrid host, else /sys/fs/cgroup.
 fn cgroup_root() -> PathBuf {
     for dir in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
@@ -320,15 +344,7 @@ fn syscall_link_pinned() -> bool {
 fn audit_reports_every_guarded_call_with_its_return_value() {
     let Some(_serial) = native() else { return };
     let cgroup = Cgroup::new("enforcer-t6-audit");
-    enforcer_ok(&[
-        "attach",
-        "--cgroup",
-        cgroup.arg(),
-        "--layer",
-        "syscall",
-        "--audit",
-        "all",
-    ]);
+    ok(attach_syscall(&cgroup, "--audit", "all"));
     assert!(
         syscall_link_pinned(),
         "attach did not attach the syscall layer"
@@ -370,15 +386,7 @@ fn audit_reports_every_guarded_call_with_its_return_value() {
 fn kill_ends_the_caller_of_every_guarded_call() {
     let Some(_serial) = native() else { return };
     let cgroup = Cgroup::new("enforcer-t6-kill");
-    enforcer_ok(&[
-        "attach",
-        "--cgroup",
-        cgroup.arg(),
-        "--layer",
-        "syscall",
-        "--kill",
-        "all",
-    ]);
+    ok(attach_syscall(&cgroup, "--kill", "all"));
     let tail = Tail::start(&cgroup);
     for (name, nr, args) in CALLS {
         let outcome = probe(&setup_for(Some(&cgroup), name), &raw(*nr, args));
@@ -414,15 +422,7 @@ fn thirty_two_bit_calls_are_judged_by_their_own_numbers() {
         return;
     }
     let cgroup = Cgroup::new("enforcer-t6-ia32");
-    enforcer_ok(&[
-        "attach",
-        "--cgroup",
-        cgroup.arg(),
-        "--layer",
-        "syscall",
-        "--kill",
-        "settime",
-    ]);
+    ok(attach_syscall(&cgroup, "--kill", "settime"));
     let tail = Tail::start(&cgroup);
     let as_strings = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
     // setresuid(-1, -1, -1): changes nothing.
@@ -450,15 +450,7 @@ fn thirty_two_bit_calls_are_judged_by_their_own_numbers() {
 fn a_process_outside_the_cgroup_is_untouched() {
     let Some(_serial) = native() else { return };
     let cgroup = Cgroup::new("enforcer-t6-outside");
-    enforcer_ok(&[
-        "attach",
-        "--cgroup",
-        cgroup.arg(),
-        "--layer",
-        "syscall",
-        "--kill",
-        "all",
-    ]);
+    ok(attach_syscall(&cgroup, "--kill", "all"));
     let tail = Tail::start(&cgroup);
     let outside = probe(&[], &raw(SETTIMEOFDAY, &[0, 0]));
     assert!(outside.status.success(), "{outside:?}");
@@ -473,15 +465,7 @@ fn a_process_outside_the_cgroup_is_untouched() {
 /// Runs settimeofday(NULL, NULL) in an audited cgroup with `setup`; returns the event.
 fn refused_settime(name: &str, setup: &[&str]) -> Value {
     let cgroup = Cgroup::new(name);
-    enforcer_ok(&[
-        "attach",
-        "--cgroup",
-        cgroup.arg(),
-        "--layer",
-        "syscall",
-        "--audit",
-        "settime",
-    ]);
+    ok(attach_syscall(&cgroup, "--audit", "settime"));
     let tail = Tail::start(&cgroup);
     let mut all = vec!["--cgroup", cgroup.arg()];
     all.extend_from_slice(setup);
@@ -520,15 +504,7 @@ fn a_missing_capability_is_attributed_to_the_capability() {
 fn deny_is_refused_in_syscall_mode_and_nothing_changes() {
     let Some(_serial) = native() else { return };
     let cgroup = Cgroup::new("enforcer-t6-deny");
-    let run = enforcer(&[
-        "attach",
-        "--cgroup",
-        cgroup.arg(),
-        "--layer",
-        "syscall",
-        "--deny",
-        "settime",
-    ]);
+    let run = attach_syscall(&cgroup, "--deny", "settime");
     assert_eq!(run.status.code(), Some(EXIT_NOT_IN_LAYER), "{}", run.stderr);
     assert_eq!(run.stderr.lines().count(), 1, "one line: {}", run.stderr);
     assert!(
@@ -554,15 +530,7 @@ fn the_layer_detaches_with_the_last_policy_that_wants_it() {
     let first = Cgroup::new("enforcer-t6-detach-a");
     let second = Cgroup::new("enforcer-t6-detach-b");
     for cgroup in [&first, &second] {
-        enforcer_ok(&[
-            "attach",
-            "--cgroup",
-            cgroup.arg(),
-            "--layer",
-            "syscall",
-            "--audit",
-            "keyctl",
-        ]);
+        ok(attach_syscall(cgroup, "--audit", "keyctl"));
     }
     assert!(syscall_link_pinned());
     enforcer_ok(&["detach", "--cgroup", first.arg()]);
@@ -640,15 +608,7 @@ fn record_tallies_a_workload_and_suggests_the_strictest_policy() {
 fn record_refuses_a_cgroup_with_a_policy_and_leaves_it() {
     let Some(_serial) = native() else { return };
     let cgroup = Cgroup::new("enforcer-t6-record-taken");
-    enforcer_ok(&[
-        "attach",
-        "--cgroup",
-        cgroup.arg(),
-        "--layer",
-        "syscall",
-        "--kill",
-        "mount",
-    ]);
+    ok(attach_syscall(&cgroup, "--kill", "mount"));
     let run = enforcer(&["record", "--cgroup", cgroup.arg(), "--duration", "1s"]);
     assert_eq!(run.status.code(), Some(4), "{}", run.stderr);
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
