@@ -2,9 +2,18 @@
 //! session keyring, request_key's construction) passes `key_alloc`; every use of an existing key
 //! (read, update, link, search, setperm, describe, request_key's lookup) passes `key_permission`.
 use aya_ebpf::{macros::lsm, programs::LsmContext};
-use enforcer_common::{Hook, Operation};
+use enforcer_common::{Hook, Operation, syscalls};
 
-use crate::policy::enforce;
+use crate::policy::{Syscall, enforce};
+
+/// The hooks also run when the kernel uses keys in a process's context for its own purposes
+/// (reading `/proc/keys`, IMA and module signature checks, NFS id mapping, DNS resolution,
+/// fscrypt): only the process's own key calls (`add_key`, `request_key`, `keyctl`, 64-bit,
+/// 32-bit or x32) are its use of keys.
+#[inline(always)]
+fn is_key_call(syscall: &Syscall) -> bool {
+    matches!(syscalls::operation(syscall.nr), Some(Operation::Keyctl))
+}
 
 #[inline(always)]
 fn guard(ctx: &LsmContext, hook: Hook) -> i32 {
@@ -15,7 +24,7 @@ fn guard(ctx: &LsmContext, hook: Hook) -> i32 {
     }
     // key_alloc: the allocation flags; key_permission: the permission asked for.
     let detail: u64 = ctx.arg(2);
-    enforce(ctx, Operation::Keyctl, hook, detail as i64, |_| true).retval()
+    enforce(ctx, Operation::Keyctl, hook, detail as i64, is_key_call).retval()
 }
 
 /// `key_alloc(key, cred, flags)`.

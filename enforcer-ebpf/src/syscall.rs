@@ -1,4 +1,4 @@
-//! The syscall layer (#6): raw tracepoints at system call entry and exit, for policies that ask
+//! The syscall layer: raw tracepoints at system call entry and exit, for policies that ask
 //! for it ([`policy_flags::SYSCALL_LAYER`]). User space attaches these two programs only while
 //! such a policy exists.
 //!
@@ -15,9 +15,9 @@
 //! Deny is impossible here: a tracepoint cannot change a call's result. Verdicts of the LSM
 //! programs never depend on anything in this module.
 use aya_ebpf::{
-    bindings::{BPF_RB_NO_WAKEUP, pt_regs},
+    bindings::pt_regs,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_send_signal,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_user, bpf_send_signal,
         generated::bpf_task_pt_regs,
     },
     macros::raw_tracepoint,
@@ -26,14 +26,16 @@ use aya_ebpf::{
 use enforcer_common::{
     Action, Hook, Operation,
     caps::{CAP_SYS_ADMIN, CAP_SYS_TIME},
-    config, policy_flags, refused_by, source, syscalls,
+    policy_flags, refused_by, source,
+    syscalls::{self, ClockCall},
 };
 
 use crate::{
     layout,
     maps::{CONFIG, SYS_INFLIGHT},
     policy::{
-        Decision, Outcome, SIGKILL, Syscall, count, current_task, decide, emit, in_compat_syscall,
+        Decision, Outcome, Record, SIGKILL, Syscall, count, current_task, decide, emit,
+        in_compat_syscall, submit_flags,
     },
 };
 
@@ -69,19 +71,41 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
 }
 
 /// The x86_64 number and the operation of a guarded call numbered `raw` by the caller, which may
-/// be in a 32-bit (ia32) call: there 164 is setresuid, not settimeofday, and settimeofday is 79.
-/// Only numbers guarded in either table pay for the check of the call's kind.
+/// be in a 32-bit (ia32) call (there 164 is setresuid, not settimeofday, and settimeofday is 79)
+/// or an x32 call (bit 30 set). Only numbers guarded in some table pay for more than the first
+/// check.
 #[inline(always)]
 fn guarded(raw: i64) -> Option<(i64, Operation)> {
     if syscalls::operation(raw).is_none() && syscalls::ia32::native(raw) < 0 {
         return None;
     }
-    let nr = if in_compat_syscall(current_task()) {
-        syscalls::ia32::native(raw)
-    } else {
-        raw
-    };
+    let nr = syscalls::native(raw, in_compat_syscall(current_task()));
     Some((nr, syscalls::operation(nr)?))
+}
+
+/// Whether a clock call changes the clock, by the kernel's own order of checks (see
+/// [`syscalls::clock_call`]): the `capable` program sees exactly the calls that reach the
+/// capability check, so both layers judge every call the same way. Arguments the kernel copies
+/// in before that check must be readable (a fault fails the call with EFAULT first), and a
+/// `struct timex` must ask for a change.
+#[inline(always)]
+fn changes_clock(syscall: &Syscall) -> bool {
+    let readable = |arg: u64| {
+        // SAFETY: reads the caller's memory; a fault yields Err.
+        unsafe { bpf_probe_read_user(arg as *const u64) }.is_ok()
+    };
+    let modes = |arg: u64| {
+        // SAFETY: as above.
+        unsafe { bpf_probe_read_user(arg as *const u32) }.is_ok_and(syscalls::timex_changes_clock)
+    };
+    let [a0, a1, ..] = syscall.args;
+    match syscalls::clock_call(syscall.nr) {
+        Some(ClockCall::Always) => (a0 == 0 || readable(a0)) && (a1 == 0 || readable(a1)),
+        Some(ClockCall::Settime) => a0 == syscalls::CLOCK_REALTIME && readable(a1),
+        Some(ClockCall::Adjtimex) => modes(a0),
+        Some(ClockCall::ClockAdjtime) => a0 == syscalls::CLOCK_REALTIME && modes(a1),
+        None => false,
+    }
 }
 
 #[inline(always)]
@@ -97,6 +121,9 @@ fn on_enter(nr: i64, op: Operation) {
         return;
     }
     let syscall = Syscall::current();
+    if op == Operation::Settime && !changes_clock(&syscall) {
+        return;
+    }
     let record = Inflight {
         nr,
         args: syscall.args,
@@ -190,10 +217,9 @@ fn on_exit(nr: i64, op: Operation, ret: i64) {
             (decision, Syscall::current(), by)
         }
     };
-    let flags = CONFIG.get(0).map_or(0, |c| c.flags);
-    if flags & config::BENCH_NO_EVENTS != 0 {
+    let Some(submit) = submit_flags(CONFIG.get(0).map_or(0, |c| c.flags)) else {
         return;
-    }
+    };
     let outcome = Outcome {
         source: source::SYSCALL,
         refused_by: by,
@@ -205,13 +231,11 @@ fn on_exit(nr: i64, op: Operation, ret: i64) {
         ret,
     };
     emit(
-        op,
-        Hook::SysExit,
-        0,
+        &Record::violation(op, Hook::SysExit, 0),
         &decision,
         &outcome,
         &syscall,
-        BPF_RB_NO_WAKEUP as u64,
+        submit,
     );
 }
 
