@@ -53,3 +53,65 @@ pub fn sb_pivotroot(ctx: LsmContext) -> i32 {
 pub fn move_mount(ctx: LsmContext) -> i32 {
     guard(&ctx, Hook::MoveMount, 2, None)
 }
+
+/// Removing `dentry` (rmdir, unlink, or either side of a rename): refused for a covered caller on
+/// the enforcer's own pins (tamper protection), and judged as `mount` when `dentry` is a mount
+/// point. The kernel refuses to remove a mount point of the caller's own namespace (EBUSY) before
+/// this hook; one in another namespace passes and the kernel detaches that mount lazily, with no
+/// mount hook, so here is where that unmount is seen.
+#[inline(always)]
+fn on_remove(ctx: &LsmContext, hook: Hook, dentries: [*const u8; 2]) -> i32 {
+    if crate::arming::no_policies() {
+        return 0;
+    }
+    let l = crate::layout::get();
+    let mut mount_point = false;
+    for dentry in dentries {
+        if dentry.is_null() {
+            continue;
+        }
+        if crate::tamper::on_protected_fs(dentry)
+            && let Some((id, policy)) = crate::policy::nearest_policy()
+        {
+            return crate::tamper::refuse(id, policy.flags, hook, 0);
+        }
+        // SAFETY: reads the dentry's flags; a fault yields None.
+        let flags: Option<u32> = unsafe { crate::layout::read_kernel(dentry, l.dentry_flags) };
+        mount_point |= flags.is_some_and(|f| f & l.dcache_mounted != 0);
+    }
+    if !mount_point {
+        return 0;
+    }
+    enforce(ctx, Operation::Mount, hook, 0, |_| true).retval()
+}
+
+/// `inode_rmdir(dir, dentry)`.
+#[lsm(hook = "inode_rmdir")]
+pub fn inode_rmdir(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(2);
+    if previous != 0 {
+        return previous;
+    }
+    on_remove(&ctx, Hook::InodeRmdir, [ctx.arg(1), core::ptr::null()])
+}
+
+/// `inode_unlink(dir, dentry)`.
+#[lsm(hook = "inode_unlink")]
+pub fn inode_unlink(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(2);
+    if previous != 0 {
+        return previous;
+    }
+    on_remove(&ctx, Hook::InodeUnlink, [ctx.arg(1), core::ptr::null()])
+}
+
+/// `inode_rename(old_dir, old_dentry, new_dir, new_dentry)`: renaming over a mount point
+/// detaches it as removing it does.
+#[lsm(hook = "inode_rename")]
+pub fn inode_rename(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(4);
+    if previous != 0 {
+        return previous;
+    }
+    on_remove(&ctx, Hook::InodeRename, [ctx.arg(1), ctx.arg(3)])
+}

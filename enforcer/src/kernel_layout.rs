@@ -69,13 +69,51 @@ fn from_file(path: &Path) -> Result<KernelLayout, LayoutError> {
         mm_exe_file: field("mm_struct.exe_file")?,
         file_inode: field("file.f_inode")?,
         task_ti_status: field("task_struct.thread_info.status")?,
+        task_fs: field("task_struct.fs")?,
+        fs_root_mnt: field("fs_struct.root.mnt")?,
+        fs_root_dentry: field("fs_struct.root.dentry")?,
+        task_nsproxy: field("task_struct.nsproxy")?,
+        nsproxy_mnt_ns: field("nsproxy.mnt_ns")?,
+        file_mnt: field("file.f_path.mnt")?,
+        mount_mnt: field("mount.mnt")?,
+        mount_mnt_ns: field("mount.mnt_ns")?,
+        inode_sb: field("inode.i_sb")?,
+        sb_magic: field("super_block.s_magic")?,
+        sb_dev: field("super_block.s_dev")?,
+        dentry_flags: field("dentry.d_flags")?,
+        dentry_sb: field("dentry.d_sb")?,
+        cgroup_level: field("cgroup.level")?,
+        cgroup_ancestors: field("cgroup.ancestors")?,
+        bpf_map_id: field("bpf_map.id")?,
+        bpf_prog_aux: field("bpf_prog.aux")?,
+        bpf_prog_aux_id: field("bpf_prog_aux.id")?,
+        bpf_link_id: field("bpf_link.id")?,
+        task_files: field("task_struct.files")?,
+        files_fdt: field("files_struct.fdt")?,
+        fdt_max_fds: field("fdtable.max_fds")?,
+        fdt_fd: field("fdtable.fd")?,
+        file_private_data: field("file.private_data")?,
+        // A #define (not in BTF) up to 6.14, then an enum value.
+        dcache_mounted: btf
+            .enum_value(b"DCACHE_MOUNTED")?
+            .map_or(DCACHE_MOUNTED_BEFORE_6_15, |v| v as u32),
+        lsm_bpf_args: btf
+            .func_args(b"bpf_lsm_bpf")?
+            .ok_or_else(|| LayoutError::MissingField("bpf_lsm_bpf (the bpf LSM hook)".into()))?,
         _pad: 0,
     })
 }
 
+/// `DCACHE_MOUNTED` of include/linux/dcache.h up to 6.14, where it is a #define.
+const DCACHE_MOUNTED_BEFORE_6_15: u32 = 0x0001_0000;
+
 // BTF kinds (include/uapi/linux/btf.h) this reader needs by name; the rest are only sized.
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
+const KIND_ENUM: u32 = 6;
+const KIND_FUNC: u32 = 12;
+const KIND_FUNC_PROTO: u32 = 13;
+const KIND_ENUM64: u32 = 19;
 const KIND_TYPEDEF: u32 = 8;
 const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
@@ -223,6 +261,47 @@ impl<'a> Btf<'a> {
         Ok(None)
     }
 
+    /// The value of the enumerator `name` in any enum, if the kernel has one.
+    fn enum_value(&self, name: &[u8]) -> Result<Option<i64>, LayoutError> {
+        for ty in &self.types {
+            let (stride, wide) = match ty.kind {
+                KIND_ENUM => (8, false),
+                KIND_ENUM64 => (12, true),
+                _ => continue,
+            };
+            for i in 0..ty.vlen as usize {
+                let at = ty.data + stride * i;
+                if self.name(u32_at(self.types_section, at)?) != name {
+                    continue;
+                }
+                let low = u32_at(self.types_section, at + 4)?;
+                let value = if wide {
+                    i64::from(low) | (i64::from(u32_at(self.types_section, at + 8)?) << 32)
+                } else {
+                    i64::from(low as i32)
+                };
+                return Ok(Some(value));
+            }
+        }
+        Ok(None)
+    }
+
+    /// How many parameters the kernel function `name` has, if BTF describes it.
+    fn func_args(&self, name: &[u8]) -> Result<Option<u32>, LayoutError> {
+        let Some(func) = self
+            .types
+            .iter()
+            .find(|ty| ty.kind == KIND_FUNC && self.name(ty.name_off) == name)
+        else {
+            return Ok(None);
+        };
+        let proto = self.get(func.size_or_type)?;
+        if proto.kind != KIND_FUNC_PROTO {
+            return Err(LayoutError::Malformed("a function without a prototype"));
+        }
+        Ok(Some(proto.vlen))
+    }
+
     /// Offset of a dotted path such as `task_struct.seccomp.mode` from the start of the struct.
     fn offset_of(&self, path: &str) -> Result<u32, LayoutError> {
         let missing = || LayoutError::MissingField(path.to_owned());
@@ -270,6 +349,12 @@ mod tests {
         assert!(layout.task_group_leader > 0 && layout.task_cgroups > 0 && layout.task_mm > 0);
         assert!(layout.kernfs_node_parent != layout.kernfs_node_id);
         assert!(layout.binprm_file > 0 || layout.file_inode > 0);
+        // Tamper protection and the mount-point hooks.
+        assert_eq!(layout.fs_root_dentry, layout.fs_root_mnt + 8, "struct path");
+        assert!(layout.cgroup_ancestors > layout.cgroup_level);
+        // 6.18: DCACHE_MOUNTED is an enum of bit 15, and the bpf hook has 4 arguments.
+        assert_eq!(layout.dcache_mounted, 1 << 15);
+        assert_eq!(layout.lsm_bpf_args, 4);
     }
 
     #[test]
