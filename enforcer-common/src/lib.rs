@@ -12,6 +12,9 @@ pub const ABI_VERSION: u32 = 1;
 /// Room for operations in fixed-size arrays. Adding an operation below this count does not change
 /// any layout (and so does not bump [`ABI_VERSION`]).
 pub const OP_SLOTS: usize = 16;
+/// The [`Counters`] column that counts refused tamper attempts (under `deny`): the last slot,
+/// which no operation takes.
+pub const TAMPER_SLOT: usize = OP_SLOTS - 1;
 
 /// Most distinct cgroup depths that may hold a policy at once. The BPF programs look up one
 /// ancestor per depth that holds a policy, so the cost for any caller is bounded by this, not by
@@ -77,6 +80,19 @@ pub enum Hook {
     SysEnter = 7,
     /// Syscall layer (#6): raw tracepoint at system call exit.
     SysExit = 8,
+    /// Removing a directory entry that is a mount point in another mount namespace detaches
+    /// that mount with no mount hook: rmdir, unlink and rename are judged as `mount` there.
+    /// The same hooks refuse a covered process the enforcer's own pins (tamper protection).
+    InodeRmdir = 9,
+    InodeUnlink = 10,
+    InodeRename = 11,
+    /// Tamper protection: no covered process may trace or write the memory of a runtime's setup
+    /// process, nor get or change the enforcer's BPF objects.
+    PtraceAccessCheck = 12,
+    PtraceTraceme = 13,
+    Bpf = 14,
+    BpfMap = 15,
+    BpfProg = 16,
     // Workload arming (raw tracepoints; they decide nothing and never appear in events). Numbered
     // apart from the LSM hooks so both lists can grow.
     ArmFork = 20,
@@ -149,6 +165,18 @@ pub const HOOKS: &[HookSpec] = &[
     lsm(Hook::MoveMount, "move_mount"),
     lsm(Hook::KeyAlloc, "key_alloc"),
     lsm(Hook::KeyPermission, "key_permission"),
+    lsm(Hook::InodeRmdir, "inode_rmdir"),
+    lsm(Hook::InodeUnlink, "inode_unlink"),
+    lsm(Hook::InodeRename, "inode_rename"),
+    HookSpec {
+        hook: Hook::PtraceAccessCheck,
+        program: "ptrace_access",
+        attach: Attach::Lsm("ptrace_access_check"),
+    },
+    lsm(Hook::PtraceTraceme, "ptrace_traceme"),
+    lsm(Hook::Bpf, "bpf"),
+    lsm(Hook::BpfMap, "bpf_map"),
+    lsm(Hook::BpfProg, "bpf_prog"),
     raw_tp(Hook::ArmFork, "arm_fork", "sched_process_fork"),
     raw_tp(Hook::ArmAttach, "arm_attach", "cgroup_attach_task"),
     raw_tp(Hook::ArmExec, "arm_exec", "sched_process_exec"),
@@ -189,6 +217,9 @@ pub const OPERATIONS: &[OpSpec] = &[
             Hook::SbPivotroot,
             Hook::MoveMount,
             Hook::Capable,
+            Hook::InodeRmdir,
+            Hook::InodeUnlink,
+            Hook::InodeRename,
         ],
     },
     OpSpec {
@@ -211,167 +242,7 @@ pub mod caps {
     pub const CAP_SYS_TIME: i32 = 25;
 }
 
-/// x86_64 system call numbers the programs and the event decoder need.
-pub mod syscalls {
-    pub const SETTIMEOFDAY: i64 = 164;
-    pub const CLOCK_SETTIME: i64 = 227;
-    pub const ADJTIMEX: i64 = 159;
-    pub const CLOCK_ADJTIME: i64 = 305;
-    pub const MOUNT: i64 = 165;
-    pub const UMOUNT2: i64 = 166;
-    pub const PIVOT_ROOT: i64 = 155;
-    pub const OPEN_TREE: i64 = 428;
-    pub const MOVE_MOUNT: i64 = 429;
-    pub const FSOPEN: i64 = 430;
-    pub const FSCONFIG: i64 = 431;
-    pub const FSMOUNT: i64 = 432;
-    pub const FSPICK: i64 = 433;
-    pub const MOUNT_SETATTR: i64 = 442;
-    pub const ADD_KEY: i64 = 248;
-    pub const REQUEST_KEY: i64 = 249;
-    pub const KEYCTL: i64 = 250;
-
-    /// The guarded calls as a 32-bit (ia32) caller numbers them. Such a caller may be a 32-bit
-    /// program or a 64-bit one using `int $0x80`; the kernel marks both with [`crate::TS_COMPAT`].
-    pub mod ia32 {
-        pub const MOUNT: i64 = 21;
-        /// `umount(name)`: umount2 without flags.
-        pub const UMOUNT: i64 = 22;
-        /// `stime(time_t *)`: sets the clock.
-        pub const STIME: i64 = 25;
-        pub const UMOUNT2: i64 = 52;
-        pub const SETTIMEOFDAY: i64 = 79;
-        pub const ADJTIMEX: i64 = 124;
-        pub const PIVOT_ROOT: i64 = 217;
-        pub const CLOCK_SETTIME: i64 = 264;
-        pub const ADD_KEY: i64 = 286;
-        pub const REQUEST_KEY: i64 = 287;
-        pub const KEYCTL: i64 = 288;
-        pub const CLOCK_ADJTIME: i64 = 343;
-        pub const CLOCK_SETTIME64: i64 = 404;
-        pub const CLOCK_ADJTIME64: i64 = 405;
-
-        /// The x86_64 number of the call a 32-bit caller's `nr` makes, for the guarded calls
-        /// (the new mount API, 428 to 442, has the same numbers in both tables); -1 for every
-        /// other call. The strings read the same; the requested time is not read (32-bit time
-        /// layouts).
-        pub const fn native(nr: i64) -> i64 {
-            match nr {
-                MOUNT => super::MOUNT,
-                UMOUNT | UMOUNT2 => super::UMOUNT2,
-                STIME | SETTIMEOFDAY => super::SETTIMEOFDAY,
-                ADJTIMEX => super::ADJTIMEX,
-                PIVOT_ROOT => super::PIVOT_ROOT,
-                CLOCK_SETTIME | CLOCK_SETTIME64 => super::CLOCK_SETTIME,
-                CLOCK_ADJTIME | CLOCK_ADJTIME64 => super::CLOCK_ADJTIME,
-                ADD_KEY => super::ADD_KEY,
-                REQUEST_KEY => super::REQUEST_KEY,
-                KEYCTL => super::KEYCTL,
-                super::OPEN_TREE..=super::MOUNT_SETATTR if super::operation(nr).is_some() => nr,
-                _ => -1,
-            }
-        }
-    }
-
-    /// Mount-family calls that reach no dedicated mount hook, only their `CAP_SYS_ADMIN` check.
-    /// The numbers are the same for 64-bit and 32-bit callers. mount, umount2, pivot_root and
-    /// move_mount are left to their own hooks, which see the mount objects.
-    pub const fn is_mount_api_without_hook(nr: i64) -> bool {
-        matches!(
-            nr,
-            OPEN_TREE | FSOPEN | FSCONFIG | FSMOUNT | FSPICK | MOUNT_SETATTR
-        )
-    }
-
-    /// The operation a system call belongs to, for the syscall layer's filter at `sys_enter` and
-    /// `sys_exit`; `None` for every call the enforcer does not guard. x86_64 numbers: a 32-bit
-    /// caller's go through [`ia32::native`] first.
-    pub const fn operation(nr: i64) -> Option<crate::Operation> {
-        match nr {
-            MOUNT | UMOUNT2 | PIVOT_ROOT | OPEN_TREE | MOVE_MOUNT | FSOPEN | FSCONFIG | FSMOUNT
-            | FSPICK | MOUNT_SETATTR => Some(crate::Operation::Mount),
-            ADD_KEY | REQUEST_KEY | KEYCTL => Some(crate::Operation::Keyctl),
-            SETTIMEOFDAY | CLOCK_SETTIME | ADJTIMEX | CLOCK_ADJTIME => {
-                Some(crate::Operation::Settime)
-            }
-            _ => None,
-        }
-    }
-
-    /// Every guarded system call, for tests and tables.
-    pub const GUARDED: [i64; 17] = [
-        MOUNT,
-        UMOUNT2,
-        PIVOT_ROOT,
-        OPEN_TREE,
-        MOVE_MOUNT,
-        FSOPEN,
-        FSCONFIG,
-        FSMOUNT,
-        FSPICK,
-        MOUNT_SETATTR,
-        ADD_KEY,
-        REQUEST_KEY,
-        KEYCTL,
-        SETTIMEOFDAY,
-        CLOCK_SETTIME,
-        ADJTIMEX,
-        CLOCK_ADJTIME,
-    ];
-
-    /// No argument: past the six a system call has, so `args.get(NO_ARG)` is `None`. (A plain
-    /// index instead of `Option` keeps undefined payload bytes out of the BPF code, which the
-    /// verifier rejects when the compiler spills them.)
-    pub const NO_ARG: usize = 6;
-
-    /// Which argument of the call fills each of [`crate::Event::strings`]' slots
-    /// ([`crate::string_slot`]): source, target, file system type.
-    pub const fn string_args(nr: i64) -> [usize; 3] {
-        match nr {
-            MOUNT => [0, 1, 2],
-            UMOUNT2 => [NO_ARG, 0, NO_ARG],
-            PIVOT_ROOT => [1, 0, NO_ARG],
-            MOVE_MOUNT => [1, 3, NO_ARG],
-            OPEN_TREE | FSPICK | MOUNT_SETATTR => [NO_ARG, 1, NO_ARG],
-            FSOPEN => [NO_ARG, NO_ARG, 0],
-            FSCONFIG => [NO_ARG, NO_ARG, 2],
-            ADD_KEY | REQUEST_KEY => [0, 1, NO_ARG],
-            _ => [NO_ARG; 3],
-        }
-    }
-
-    /// Which argument points at the requested time (`timeval`/`timespec`, seconds first).
-    pub const fn time_arg(nr: i64) -> usize {
-        match nr {
-            SETTIMEOFDAY => 0,
-            CLOCK_SETTIME => 1,
-            _ => NO_ARG,
-        }
-    }
-
-    pub fn name(nr: i64) -> Option<&'static str> {
-        Some(match nr {
-            SETTIMEOFDAY => "settimeofday",
-            CLOCK_SETTIME => "clock_settime",
-            ADJTIMEX => "adjtimex",
-            CLOCK_ADJTIME => "clock_adjtime",
-            MOUNT => "mount",
-            UMOUNT2 => "umount2",
-            PIVOT_ROOT => "pivot_root",
-            OPEN_TREE => "open_tree",
-            MOVE_MOUNT => "move_mount",
-            FSOPEN => "fsopen",
-            FSCONFIG => "fsconfig",
-            FSMOUNT => "fsmount",
-            FSPICK => "fspick",
-            MOUNT_SETATTR => "mount_setattr",
-            ADD_KEY => "add_key",
-            REQUEST_KEY => "request_key",
-            KEYCTL => "keyctl",
-            _ => return None,
-        })
-    }
-}
+pub mod syscalls;
 
 impl Operation {
     pub fn spec(self) -> Option<&'static OpSpec> {
@@ -462,6 +333,39 @@ pub struct ProcessKey {
 }
 const _: () = assert!(core::mem::size_of::<ProcessKey>() == 16);
 
+/// Value of the `SETUP` map (workload arming): what a setup process was when it became setup.
+/// An exec keeps a process setup only while its root directory and mount namespace are still
+/// these (the runtimes re-execute themselves on the host side, before they enter the
+/// container's root; the entrypoint's exec comes after), and only for an exec of `exe` or of a
+/// memfd. Kernel object addresses, compared, never dereferenced by user space.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SetupState {
+    /// `struct inode *` of the executable the process ran.
+    pub exe: u64,
+    /// `fs->root`: `struct vfsmount *` and `struct dentry *`.
+    pub root_mnt: u64,
+    pub root_dentry: u64,
+    /// `nsproxy->mnt_ns`.
+    pub mnt_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<SetupState>() == 32);
+
+/// Keys of the `PROTECTED` map: the kernel objects a covered process may never get a file
+/// descriptor for, change or unpin (tamper protection), by kind and kernel id. User space fills
+/// it from its pins after every load; the programs only read it.
+pub mod protect {
+    pub const MAP: u32 = 1;
+    pub const PROG: u32 = 2;
+    pub const LINK: u32 = 3;
+    /// The bpffs superblock holding the pins, by its kernel `dev_t` (`MKDEV(major, minor)`).
+    pub const BPFFS_DEV: u32 = 4;
+
+    pub const fn key(kind: u32, id: u32) -> u64 {
+        ((kind as u64) << 32) | id as u64
+    }
+}
+
 /// Byte offsets of the kernel struct fields the programs read, found by user space in the running
 /// kernel's BTF (`/sys/kernel/btf/vmlinux`) and written into the programs' read-only data before
 /// they load. Rust BPF programs get no CO-RE relocations from aya 0.14, so this is how they read
@@ -515,9 +419,49 @@ pub struct KernelLayout {
     pub file_inode: u32,
     /// `task_struct.thread_info.status` (`u32`; bit [`TS_COMPAT`] during a 32-bit system call).
     pub task_ti_status: u32,
+    /// `task_struct.fs` (`struct fs_struct *`).
+    pub task_fs: u32,
+    /// `fs_struct.root.mnt` (`struct vfsmount *`) and `fs_struct.root.dentry`.
+    pub fs_root_mnt: u32,
+    pub fs_root_dentry: u32,
+    /// `task_struct.nsproxy` (`struct nsproxy *`) and `nsproxy.mnt_ns`.
+    pub task_nsproxy: u32,
+    pub nsproxy_mnt_ns: u32,
+    /// `file.f_path.mnt` (`struct vfsmount *`), embedded at `mount.mnt` in `struct mount`,
+    /// whose `mnt_ns` is `MNT_NS_INTERNAL` for the kernel's internal mounts (memfd's shmem).
+    pub file_mnt: u32,
+    pub mount_mnt: u32,
+    pub mount_mnt_ns: u32,
+    /// `inode.i_sb`, `super_block.s_magic` (`unsigned long`), `super_block.s_dev` (`dev_t`).
+    pub inode_sb: u32,
+    pub sb_magic: u32,
+    pub sb_dev: u32,
+    /// `dentry.d_flags` (`unsigned int`) and `dentry.d_sb`.
+    pub dentry_flags: u32,
+    pub dentry_sb: u32,
+    /// `cgroup.level` (`int`) and `cgroup.ancestors` (`struct cgroup *[]`, root first).
+    pub cgroup_level: u32,
+    pub cgroup_ancestors: u32,
+    /// `bpf_map.id`, `bpf_prog.aux`, `bpf_prog_aux.id`, `bpf_link.id` (`u32` ids).
+    pub bpf_map_id: u32,
+    pub bpf_prog_aux: u32,
+    pub bpf_prog_aux_id: u32,
+    pub bpf_link_id: u32,
+    /// `task_struct.files`, `files_struct.fdt`, `fdtable.max_fds`, `fdtable.fd`,
+    /// `file.private_data`: from a descriptor number to the object behind it.
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub file_private_data: u32,
+    /// The value of `DCACHE_MOUNTED` (bit 16 up to 6.14, an enum of bit 15 since).
+    pub dcache_mounted: u32,
+    /// How many arguments the `bpf` LSM hook has (3 up to 6.15, 4 since): the previous LSM's
+    /// verdict comes after them.
+    pub lsm_bpf_args: u32,
     pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 96);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 200);
 
 /// x86 `thread_info.status` bit set from the entry of a 32-bit (ia32) system call until the
 /// return to user space, whatever instruction made it (`int $0x80` from a 64-bit process too).
@@ -640,7 +584,30 @@ impl Counters {
 }
 
 /// Version of [`Event`]; the first field of every record.
-pub const EVENT_VERSION: u16 = 2;
+pub const EVENT_VERSION: u16 = 3;
+/// Version 2 records have the same size and layout, with [`Event::kind`] always 0.
+pub const EVENT_V2: u16 = 2;
+
+/// Values of [`Event::kind`].
+pub mod kind {
+    /// An audited, denied or killed operation.
+    pub const VIOLATION: u8 = 0;
+    /// A covered process reached for the enforcer itself or for a runtime's setup process:
+    /// refused whatever its policy says. [`crate::Event::hook`] says which hook,
+    /// `hook_arg` the object (bpf command and object id, traced pid).
+    pub const TAMPER: u8 = 1;
+    /// The events a policy's budget suppressed: `hook_arg` is how many, `requested_sec` the
+    /// monotonic second the suppression began; sent when the budget lets events through again.
+    pub const SUMMARY: u8 = 2;
+
+    pub const fn name(kind: u8) -> &'static str {
+        match kind {
+            TAMPER => "tamper",
+            SUMMARY => "summary",
+            _ => "violation",
+        }
+    }
+}
 /// Size of a version 1 record (no syscall-layer block); user space still reads those, which an
 /// upgrade in place can leave in the ring buffer.
 pub const EVENT_V1_SIZE: usize = 432;
@@ -671,7 +638,8 @@ pub struct Event {
     pub action: u8,
     // Padding in naturally aligned integers: an odd-sized byte array is zeroed through a memset
     // call in BPF code, a byte loop on the event's hot path.
-    pub _pad0: u8,
+    /// [`kind`]: a violation, a tamper attempt or a budget summary (version 3; 0 before).
+    pub kind: u8,
     pub _pad0w: u16,
     /// Errno the hook returned to the caller (0 when permitted).
     pub errno: i32,
@@ -764,6 +732,7 @@ mod user {
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::KernelLayout {}
     unsafe impl aya::Pod for super::ProcessKey {}
+    unsafe impl aya::Pod for super::SetupState {}
 }
 
 #[cfg(test)]

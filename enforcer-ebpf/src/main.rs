@@ -1,10 +1,12 @@
 //! BPF LSM programs of enforcer. One module per hook family; the shared decision logic lives in
-//! `policy`, the maps in `maps`.
+//! `policy`, the maps in `maps`, tamper protection in `tamper`.
 #![no_std]
 #![no_main]
 
 mod arming;
+#[cfg(feature = "bench")]
 mod bench;
+mod budget;
 mod capable;
 mod keys;
 mod layout;
@@ -12,6 +14,7 @@ mod maps;
 mod mount;
 mod policy;
 mod syscall;
+mod tamper;
 mod time;
 
 #[cfg(not(test))]

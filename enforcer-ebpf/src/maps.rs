@@ -1,9 +1,9 @@
 //! Every map of the object. Names stay under 15 bytes (the kernel cuts longer ones).
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use enforcer_common::{Config, Counters, Policy, PolicyIndex, ProcessKey};
+use enforcer_common::{Config, Counters, Policy, PolicyIndex, ProcessKey, SetupState};
 
 /// cgroup v2 id -> policy of that cgroup (and, through the level walk, of its descendants).
 #[map(name = "POLICIES")]
@@ -25,7 +25,7 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 #[map(name = "DROPPED")]
 pub static DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// Index 0: run-time switches (debug logs; bench-only event modes).
+/// Index 0: run-time switches (debug logs; the bench build's event modes).
 #[map(name = "CONFIG")]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 
@@ -43,12 +43,23 @@ pub static BUILD: Array<u64> = Array::with_max_entries(1, 0);
 pub static SYS_INFLIGHT: LruHashMap<u32, crate::syscall::Inflight> =
     LruHashMap::with_max_entries(16384, 0);
 
-/// Workload arming: the container runtimes' setup processes (see `arming`), each with the
-/// executable it ran when it became exempt (a `struct inode` address). A process missing from it
-/// is subject. LRU, so entries a lost event left behind age out instead of filling it; an
+/// Workload arming: the container runtimes' setup processes (see `arming`), each with what it
+/// was when it became setup (its executable, root and mount namespace). A process missing from
+/// it is subject. LRU, so entries a lost event left behind age out instead of filling it; an
 /// evicted live entry makes its process subject (fail closed).
-#[map(name = "EXEMPT")]
-pub static EXEMPT: LruHashMap<ProcessKey, u64> = LruHashMap::with_max_entries(16384, 0);
+#[map(name = "SETUP")]
+pub static SETUP: LruHashMap<ProcessKey, SetupState> = LruHashMap::with_max_entries(16384, 0);
+
+/// Tamper protection: the enforcer's own maps, programs and links and its bpffs, by
+/// [`enforcer_common::protect::key`]. Written by user space from its pins after every load.
+#[map(name = "PROTECTED")]
+pub static PROTECTED: HashMap<u64, u8> = HashMap::with_max_entries(1024, 0);
+
+/// Per-policy event budget (see `budget`): policy cgroup id -> its bucket, per CPU. LRU, so
+/// policies that are gone age out.
+#[map(name = "BUDGET")]
+pub static BUDGET: LruPerCpuHashMap<u64, crate::budget::Budget> =
+    LruPerCpuHashMap::with_max_entries(16384, 0);
 
 /// Workload arming: writer thread id -> the process it is moving into a cgroup, and whether that
 /// process was under a policy before the move (`(tgid << 32) | 1`), from `arm_move` (before the

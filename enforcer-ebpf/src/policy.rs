@@ -5,7 +5,7 @@
 //! emission are best effort and cannot turn a denial into an allow.
 use aya_ebpf::programs::LsmContext;
 use aya_ebpf::{
-    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, pt_regs},
+    bindings::{BPF_RB_NO_WAKEUP, pt_regs},
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_task_btf,
         bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_str_bytes, bpf_send_signal,
@@ -15,7 +15,8 @@ use aya_ebpf::{
 use aya_log_ebpf::info;
 use enforcer_common::{
     Action, COMM_LEN, EVENT_STR_LEN, EVENT_VERSION, Event, Hook, LEVEL_UNUSED, MAX_POLICY_LEVELS,
-    Operation, Policy, TS_COMPAT, config, policy_flags, refused_by, source, string_slot, syscalls,
+    Operation, Policy, TS_COMPAT, config, kind, policy_flags, refused_by, source, string_slot,
+    syscalls,
 };
 
 use crate::layout;
@@ -113,7 +114,8 @@ impl Syscall {
             } else {
                 Self {
                     task,
-                    nr,
+                    // An x32 call (bit 30) is judged as the x86_64 call it makes.
+                    nr: syscalls::x32::native(nr),
                     args: [
                         (*regs).rdi,
                         (*regs).rsi,
@@ -147,7 +149,7 @@ pub(crate) struct Outcome {
 
 impl Outcome {
     #[inline(always)]
-    fn lsm(verdict: Verdict) -> Self {
+    pub(crate) fn lsm(verdict: Verdict) -> Self {
         let denied = verdict == Verdict::Deny;
         Self {
             source: source::LSM,
@@ -204,22 +206,13 @@ pub fn enforce(
         crate::syscall::note_lsm_denial();
     }
     let flags = CONFIG.get(0).map_or(0, |c| c.flags);
-    if flags & config::BENCH_NO_EVENTS == 0 {
-        // No wakeup per event: a deny storm must not pay for waking the consumer on every call.
-        // The consumer drains on a short timer.
-        let submit = if flags & config::BENCH_WAKEUP_EACH != 0 {
-            BPF_RB_FORCE_WAKEUP
-        } else {
-            BPF_RB_NO_WAKEUP
-        };
+    if let Some(submit) = submit_flags(flags) {
         emit(
-            op,
-            hook,
-            hook_arg,
+            &Record::violation(op, hook, hook_arg),
             &decision,
             &Outcome::lsm(verdict),
             &syscall,
-            submit as u64,
+            submit,
         );
     }
     if flags & config::DEBUG_LOG != 0 {
@@ -238,11 +231,22 @@ pub fn enforce(
     verdict
 }
 
-/// Finds the nearest cgroup on the caller's path that holds a policy. Looks only at the depths
-/// that hold policies, so the cost does not grow with the caller's own depth, and for a caller
-/// outside every policy it is one ancestor id and one filter bit per such depth: no hash lookup.
+/// Finds the nearest cgroup on the caller's path that holds a policy, and what it says of `op`.
 #[inline(always)]
 pub(crate) fn decide(op: Operation) -> Option<Decision> {
+    nearest_policy().map(|(id, policy)| Decision {
+        action: policy.action(op),
+        policy_cgroup_id: id,
+        flags: policy.flags,
+    })
+}
+
+/// The nearest cgroup on the caller's path that holds a policy, with that policy. Looks only at
+/// the depths that hold policies, so the cost does not grow with the caller's own depth, and for
+/// a caller outside every policy it is one ancestor id and one filter bit per such depth: no hash
+/// lookup.
+#[inline(always)]
+pub(crate) fn nearest_policy() -> Option<(u64, &'static Policy)> {
     let index = POLICY_INDEX.get(0)?;
     let count = index.count as usize;
     let mut nearest: Option<(u32, u64, &Policy)> = None;
@@ -265,11 +269,7 @@ pub(crate) fn decide(op: Operation) -> Option<Decision> {
             nearest = Some((level, id, policy));
         }
     }
-    nearest.map(|(_, id, policy)| Decision {
-        action: policy.action(op),
-        policy_cgroup_id: id,
-        flags: policy.flags,
-    })
+    nearest.map(|(_, id, policy)| (id, policy))
 }
 
 /// The counters' row of `action`, masked to the four rows where the verifier can see it. The byte
@@ -301,66 +301,102 @@ pub(crate) fn count(op: Operation, decision: &Decision) {
     }
 }
 
+/// The ring buffer's submit flags for an event, or `None` for no event (benches only).
+///
+/// No wakeup per event: a deny storm must not pay for waking the consumer on every call; the
+/// consumer drains on a short timer.
+#[cfg(not(feature = "bench"))]
+#[inline(always)]
+pub(crate) fn submit_flags(_config: u32) -> Option<u64> {
+    Some(BPF_RB_NO_WAKEUP as u64)
+}
+
+/// The bench build's switches (`enforcer bench-events`): no event at all, or a wakeup per event.
+/// Only the bench object has them, so no process can turn events off on a node.
+#[cfg(feature = "bench")]
+#[inline(always)]
+pub(crate) fn submit_flags(config: u32) -> Option<u64> {
+    use aya_ebpf::bindings::BPF_RB_FORCE_WAKEUP;
+    if config & enforcer_common::config::BENCH_NO_EVENTS != 0 {
+        None
+    } else if config & enforcer_common::config::BENCH_WAKEUP_EACH != 0 {
+        Some(BPF_RB_FORCE_WAKEUP as u64)
+    } else {
+        Some(BPF_RB_NO_WAKEUP as u64)
+    }
+}
+
+/// What an event record is about: its [`kind`], operation byte, hook and hook number.
+pub(crate) struct Record {
+    pub(crate) kind: u8,
+    pub(crate) op: u8,
+    pub(crate) hook: Hook,
+    pub(crate) hook_arg: i64,
+}
+
+/// The operation byte of records that are not about an operation (tamper attempts).
+pub(crate) const NO_OPERATION: u8 = u8::MAX;
+
+impl Record {
+    #[inline(always)]
+    pub(crate) fn violation(op: Operation, hook: Hook, hook_arg: i64) -> Self {
+        Self {
+            kind: kind::VIOLATION,
+            op: op as u8,
+            hook,
+            hook_arg,
+        }
+    }
+}
+
+/// Reserves an event record, counting a drop when the ring buffer is full.
+#[inline(always)]
+fn reserve() -> Option<aya_ebpf::maps::ring_buf::RingBufEntry<Event>> {
+    // reserve takes no flags (anything else makes it fail); the no-wakeup flag goes on submit.
+    let entry = EVENTS.reserve::<Event>(0);
+    if entry.is_none()
+        && let Some(dropped) = DROPPED.get_ptr_mut(0)
+    {
+        // SAFETY: per-CPU slot of an array map, always present.
+        unsafe { *dropped += 1 };
+    }
+    entry
+}
+
+/// Reports a decision, within its policy's event budget ([`crate::budget`]): past the budget
+/// the event is suppressed (the counters still count it), and the next event that passes is
+/// preceded by a summary of how many were.
 #[inline(always)]
 pub(crate) fn emit(
-    op: Operation,
-    hook: Hook,
-    hook_arg: i64,
+    record: &Record,
     decision: &Decision,
     outcome: &Outcome,
     syscall: &Syscall,
     submit_flags: u64,
 ) {
-    // reserve takes no flags (anything else makes it fail); the no-wakeup flag goes on submit.
-    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
-        if let Some(dropped) = DROPPED.get_ptr_mut(0) {
-            // SAFETY: per-CPU slot of an array map, always present.
-            unsafe { *dropped += 1 };
-        }
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let Some(suppressed) = crate::budget::take(decision.policy_cgroup_id, now) else {
+        return;
+    };
+    if suppressed.count > 0 {
+        emit_summary(
+            record.hook,
+            decision,
+            syscall,
+            &suppressed,
+            now,
+            submit_flags,
+        );
+    }
+    let Some(mut entry) = reserve() else {
         return;
     };
     // Fields are written in place: the record is too large to build on the 512-byte BPF stack.
     // SAFETY: `entry` is a reservation of size_of::<Event>() bytes, exclusively ours until submit.
     let event = unsafe { &mut *entry.as_mut_ptr() };
-    event.version = EVENT_VERSION;
-    event.op = op as u8;
-    event.hook = hook as u8;
-    event.action = decision.action as u8;
-    event._pad0 = 0;
-    event._pad0w = 0;
-    event.errno = outcome.errno;
-    event._pad1 = 0;
-    // The ids and the name are read from the task itself at the offsets user space found in this
-    // kernel's BTF. The helpers cost far more (measured on 6.12: bpf_get_current_uid_gid 109
-    // instructions, through from_kuid twice; bpf_get_current_comm 162, through strscpy_pad).
-    let layout = layout::get();
-    let task = syscall.task;
-    // SAFETY: `task` is the BTF-typed current task and the offsets are its fields' (pid, tgid:
-    // pid_t; cred: a pointer to struct cred, whose uid and gid are u32s).
-    unsafe {
-        event.pid = *task.add(layout.task_tgid as usize).cast::<u32>();
-        event.tid = *task.add(layout.task_pid as usize).cast::<u32>();
-        let cred = *task.add(layout.task_cred as usize).cast::<*const u8>();
-        event.uid = *cred.add(layout.cred_uid as usize).cast::<u32>();
-        event.gid = *cred.add(layout.cred_gid as usize).cast::<u32>();
-    }
-    // SAFETY: plain helper calls.
-    event.ktime_ns = unsafe { bpf_ktime_get_ns() };
-    event.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    event.policy_cgroup_id = decision.policy_cgroup_id;
-    // Not byte loads: on 6.1 every load from a BTF pointer carries an address check, which makes
-    // sixteen of them dearer than the copy helper.
-    // SAFETY: copies the task's 16-byte name into the record's `comm`; a failed read zeroes it.
-    unsafe {
-        generated::bpf_probe_read_kernel(
-            event.comm.as_mut_ptr().cast(),
-            COMM_LEN as u32,
-            task.add(layout.task_comm as usize).cast(),
-        )
-    };
-    event.syscall = syscall.nr;
+    fill_header(event, record, decision, outcome, syscall, now);
     event.args = syscall.args;
-    event.hook_arg = hook_arg;
     // NULL arguments are common (settimeofday(NULL, tz)) and a faulting read costs thousands of
     // instructions in the page fault handler, so they are skipped.
     // 32-bit callers pass 32-bit time layouts: their requested time stays unread.
@@ -380,13 +416,100 @@ pub(crate) fn emit(
     read_string_arg(&mut event.strings[string_slot::SOURCE], syscall, source);
     read_string_arg(&mut event.strings[string_slot::TARGET], syscall, target);
     read_string_arg(&mut event.strings[string_slot::FS_TYPE], syscall, fs_type);
+    entry.submit(submit_flags);
+}
+
+/// A [`kind::SUMMARY`] record: `hook_arg` events of this policy were suppressed on this CPU
+/// from `args[0]` (monotonic ns) until now.
+#[inline(always)]
+fn emit_summary(
+    hook: Hook,
+    decision: &Decision,
+    syscall: &Syscall,
+    suppressed: &crate::budget::Suppressed,
+    now: u64,
+    submit_flags: u64,
+) {
+    let Some(mut entry) = reserve() else {
+        return;
+    };
+    // SAFETY: as in `emit`.
+    let event = unsafe { &mut *entry.as_mut_ptr() };
+    let record = Record {
+        kind: kind::SUMMARY,
+        op: NO_OPERATION,
+        hook,
+        hook_arg: suppressed.count as i64,
+    };
+    let outcome = Outcome {
+        source: source::LSM,
+        refused_by: refused_by::NONE,
+        errno: 0,
+        ret: 0,
+    };
+    fill_header(event, &record, decision, &outcome, syscall, now);
+    event.args = [suppressed.since_ns, now, 0, 0, 0, 0];
+    event.requested_sec = -1;
+    for slot in &mut event.strings {
+        slot[0] = 0;
+    }
+    entry.submit(submit_flags);
+}
+
+/// Everything but the call's arguments, requested time and strings.
+#[inline(always)]
+fn fill_header(
+    event: &mut Event,
+    record: &Record,
+    decision: &Decision,
+    outcome: &Outcome,
+    syscall: &Syscall,
+    now: u64,
+) {
+    event.version = EVENT_VERSION;
+    event.op = record.op;
+    event.hook = record.hook as u8;
+    event.action = decision.action as u8;
+    event.kind = record.kind;
+    event._pad0w = 0;
+    event.errno = outcome.errno;
+    event._pad1 = 0;
+    // The ids and the name are read from the task itself at the offsets user space found in this
+    // kernel's BTF. The helpers cost far more (measured on 6.12: bpf_get_current_uid_gid 109
+    // instructions, through from_kuid twice; bpf_get_current_comm 162, through strscpy_pad).
+    let layout = layout::get();
+    let task = syscall.task;
+    // SAFETY: `task` is the BTF-typed current task and the offsets are its fields' (pid, tgid:
+    // pid_t; cred: a pointer to struct cred, whose uid and gid are u32s).
+    unsafe {
+        event.pid = *task.add(layout.task_tgid as usize).cast::<u32>();
+        event.tid = *task.add(layout.task_pid as usize).cast::<u32>();
+        let cred = *task.add(layout.task_cred as usize).cast::<*const u8>();
+        event.uid = *cred.add(layout.cred_uid as usize).cast::<u32>();
+        event.gid = *cred.add(layout.cred_gid as usize).cast::<u32>();
+    }
+    event.ktime_ns = now;
+    // SAFETY: plain helper call.
+    event.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    event.policy_cgroup_id = decision.policy_cgroup_id;
+    // Not byte loads: on 6.1 every load from a BTF pointer carries an address check, which makes
+    // sixteen of them dearer than the copy helper.
+    // SAFETY: copies the task's 16-byte name into the record's `comm`; a failed read zeroes it.
+    unsafe {
+        generated::bpf_probe_read_kernel(
+            event.comm.as_mut_ptr().cast(),
+            COMM_LEN as u32,
+            task.add(layout.task_comm as usize).cast(),
+        )
+    };
+    event.syscall = syscall.nr;
+    event.hook_arg = record.hook_arg;
     event.source = outcome.source;
     event.refused_by = outcome.refused_by;
     event.compat = syscall.compat as u8;
     event._pad2 = 0;
     event._pad2w = 0;
     event.ret = outcome.ret;
-    entry.submit(submit_flags);
 }
 
 /// Copies the caller's string argument `arg` (a [`syscalls::NO_ARG`] leaves the slot empty).

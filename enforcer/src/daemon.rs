@@ -234,7 +234,7 @@ mod tests {
             op: 2,
             hook: 0,
             action: 2,
-            _pad0: 0,
+            kind: 0,
             _pad0w: 0,
             errno: 1,
             pid: 4242,

@@ -2,8 +2,8 @@
 use std::time::{Duration, SystemTime};
 
 use enforcer_common::{
-    Action, EVENT_V1_SIZE, EVENT_VERSION, Event, Hook, Operation, caps, refused_by, source,
-    string_slot, syscalls,
+    Action, EVENT_V1_SIZE, EVENT_V2, EVENT_VERSION, Event, Hook, Operation, caps, kind, refused_by,
+    source, string_slot, syscalls,
 };
 use serde_json::json;
 use thiserror::Error;
@@ -29,7 +29,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     };
     let have = match version {
         1 => EVENT_V1_SIZE,
-        EVENT_VERSION => size,
+        EVENT_V2 | EVENT_VERSION => size,
         other => return Err(DecodeError::Version(other)),
     };
     if bytes.len() < have {
@@ -40,8 +40,9 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     // SAFETY: `Event` is plain old data (integers only, explicit padding), so any bytes are a
     // valid value; read_unaligned copes with the array's alignment.
     let mut event = unsafe { full.as_ptr().cast::<Event>().read_unaligned() };
+    // Version 2 is version 3 with every record a violation.
+    event.version = EVENT_VERSION;
     if version == 1 {
-        event.version = EVENT_VERSION;
         event.source = source::LSM;
         event.refused_by = if event.errno != 0 {
             refused_by::ENFORCER
@@ -104,8 +105,12 @@ fn comm(event: &Event) -> String {
     String::from_utf8_lossy(&event.comm[..end]).into_owned()
 }
 
+/// The operation, or for records about no operation their kind (`tamper`, `summary`).
 fn op_name(event: &Event) -> &'static str {
-    Operation::from_u8(event.op).map_or("unknown", Operation::name)
+    match event.kind {
+        kind::VIOLATION => Operation::from_u8(event.op).map_or("unknown", Operation::name),
+        other => kind::name(other),
+    }
 }
 
 pub fn hook_name(event: &Event) -> &'static str {
@@ -165,6 +170,11 @@ fn requested_time(event: &Event) -> Option<String> {
 /// What the caller tried, in words, e.g. `mount tmpfs none on /mnt/x`,
 /// `settimeofday to 2035-01-01T00:00:00Z`, `add_key user "db-password"`.
 pub fn detail(event: &Event) -> String {
+    match event.kind {
+        kind::TAMPER => return tamper_detail(event),
+        kind::SUMMARY => return summary_detail(event),
+        _ => {}
+    }
     let call = syscall_name(event);
     let source = string(event, string_slot::SOURCE);
     let target = string(event, string_slot::TARGET);
@@ -177,6 +187,12 @@ pub fn detail(event: &Event) -> String {
         syscalls::MOUNT => vec![call, fs_type, source, "on".into(), target],
         syscalls::MOVE_MOUNT | syscalls::PIVOT_ROOT => vec![call, source, "to".into(), target],
         syscalls::ADD_KEY | syscalls::REQUEST_KEY => vec![call, source, format!("\"{target}\"")],
+        syscalls::RMDIR | syscalls::UNLINK | syscalls::UNLINKAT => {
+            vec![call, target, "(a mount point)".into()]
+        }
+        syscalls::RENAME | syscalls::RENAMEAT | syscalls::RENAMEAT2 => {
+            vec![call, source, "to".into(), target, "(a mount point)".into()]
+        }
         syscalls::KEYCTL => vec![
             call,
             keyctl_command(event.args[0]).map_or_else(|| event.args[0].to_string(), str::to_owned),
@@ -199,8 +215,65 @@ pub fn detail(event: &Event) -> String {
         .join(" ")
 }
 
+/// `bpf()` commands a tamper record can name.
+fn bpf_command(cmd: i64) -> String {
+    match cmd {
+        5 => "BPF_PROG_LOAD".into(),
+        29 => "BPF_LINK_UPDATE".into(),
+        30 => "BPF_LINK_GET_FD_BY_ID".into(),
+        34 => "BPF_LINK_DETACH".into(),
+        other => format!("bpf command {other}"),
+    }
+}
+
+/// What a refused tamper attempt reached for.
+fn tamper_detail(event: &Event) -> String {
+    let arg = event.hook_arg;
+    match Hook::from_u8(event.hook) {
+        Some(Hook::Bpf) if arg >> 32 == 5 => format!(
+            "BPF_PROG_LOAD of a program that could override the enforcer (type {})",
+            arg & 0xffff_ffff
+        ),
+        Some(Hook::Bpf) => format!(
+            "{} of the enforcer's link {}",
+            bpf_command(arg >> 32),
+            arg & 0xffff_ffff
+        ),
+        Some(Hook::BpfMap) => format!("a file descriptor for the enforcer's map {arg}"),
+        Some(Hook::BpfProg) => format!("a file descriptor for the enforcer's program {arg}"),
+        Some(Hook::PtraceAccessCheck) => {
+            format!("ptrace or memory access to the runtime's setup process {arg}")
+        }
+        Some(Hook::PtraceTraceme) => format!("PTRACE_TRACEME by a setup process, tracer {arg}"),
+        Some(Hook::InodeUnlink | Hook::InodeRmdir | Hook::InodeRename) => {
+            let path = string(event, string_slot::TARGET);
+            format!("{} of the enforcer's pin {path}", syscall_name(event))
+        }
+        _ => format!("{} (argument {arg})", hook_name(event)),
+    }
+}
+
+/// How many events a policy's budget suppressed, and since when.
+fn summary_detail(event: &Event) -> String {
+    let since_ms = event.ktime_ns.saturating_sub(event.args[0]) / 1_000_000;
+    format!(
+        "{} events of this policy suppressed in the last {since_ms} ms (over its event budget; the counters have them all)",
+        event.hook_arg
+    )
+}
+
 /// Operation-specific fields of the JSON record.
 fn operation_fields(event: &Event) -> serde_json::Value {
+    match event.kind {
+        kind::SUMMARY => {
+            return json!({ "suppressed": {
+                "count": event.hook_arg,
+                "since_ktime_ns": event.args[0],
+            }});
+        }
+        kind::TAMPER => return json!({ "tamper": { "target": event.hook_arg } }),
+        _ => {}
+    }
     match Operation::from_u8(event.op) {
         Some(Operation::Mount) => json!({ "mount": {
             "source": string(event, string_slot::SOURCE),
@@ -265,12 +338,13 @@ impl Rendered {
         let mut value = json!({
             "@timestamp": humantime::format_rfc3339_nanos(self.time).to_string(),
             "event": {
-                "kind": "alert",
+                "kind": if e.kind == kind::SUMMARY { "event" } else { "alert" },
                 "action": op_name(e),
                 "outcome": if e.errno == 0 { "success" } else { "failure" },
                 "type": [if e.errno == 0 { "info" } else { "denied" }],
             },
             "enforcer": {
+                "kind": kind::name(e.kind),
                 "operation": op_name(e),
                 "action": self.action().name(),
                 "hook": hook_name(e),
@@ -319,7 +393,7 @@ mod tests {
             op: Operation::Settime as u8,
             hook: Hook::Capable as u8,
             action: Action::Deny as u8,
-            _pad0: 0,
+            kind: 0,
             _pad0w: 0,
             errno: 1,
             pid: 42,

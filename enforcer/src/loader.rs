@@ -35,7 +35,7 @@ use aya::{
 };
 use enforcer_common::{
     ABI_VERSION, Attach, Config, Counters, HOOKS, Hook, HookSpec, KernelLayout, Policy,
-    PolicyIndex, ProcessKey, SYSCALL_HOOKS, policy_flags,
+    PolicyIndex, ProcessKey, SYSCALL_HOOKS, SetupState, policy_flags,
 };
 use nix::fcntl::{Flock, FlockArg};
 use thiserror::Error;
@@ -55,7 +55,10 @@ const MAP_COUNTERS: &str = "COUNTERS";
 const MAP_EVENTS: &str = "EVENTS";
 const MAP_DROPPED: &str = "DROPPED";
 const MAP_CONFIG: &str = "CONFIG";
-const MAP_EXEMPT: &str = "EXEMPT";
+const MAP_SETUP: &str = "SETUP";
+/// What older builds called the setup map (with the executable only as its value); removed once
+/// this build's programs are in.
+const MAP_EXEMPT_OLD: &str = "EXEMPT";
 /// The pinned maps every build of a layout shares.
 const MAPS: [&str; 7] = [
     MAP_POLICIES,
@@ -64,13 +67,19 @@ const MAPS: [&str; 7] = [
     MAP_EVENTS,
     MAP_DROPPED,
     MAP_CONFIG,
-    MAP_EXEMPT,
+    MAP_SETUP,
 ];
 /// Which build's programs the links hold; pinned too, but not needed to use the others.
 const MAP_BUILD: &str = "BUILD";
-/// The syscall layer's per-thread records (#6), shared by its programs and the LSM programs,
+/// The syscall layer's per-thread records, shared by its programs and the LSM programs,
 /// which are loaded at different times: pinned, but not needed to use the others.
 const MAP_SYS_INFLIGHT: &str = "SYS_INFLIGHT";
+/// Tamper protection's list of the enforcer's own kernel objects (see [`crate::protect`]).
+pub(crate) const MAP_PROTECTED: &str = "PROTECTED";
+/// The per-policy event budgets, shared by the LSM and syscall-layer programs.
+const MAP_BUDGET: &str = "BUDGET";
+/// Maps every build pins and shares, beside [`MAPS`], that older pins may lack (created then).
+const SHARED: [&str; 4] = [MAP_BUILD, MAP_SYS_INFLIGHT, MAP_PROTECTED, MAP_BUDGET];
 
 #[derive(Debug, Error)]
 pub enum LoaderError {
@@ -161,6 +170,19 @@ fn io_err(what: impl Into<String>, source: io::Error) -> LoaderError {
     LoaderError::Io {
         what: what.into(),
         source,
+    }
+}
+
+impl LoaderError {
+    pub(crate) fn bpf(
+        what: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        bpf_err(what, source)
+    }
+
+    pub(crate) fn io(what: impl Into<String>, source: io::Error) -> Self {
+        io_err(what, source)
     }
 }
 
@@ -397,7 +419,7 @@ pub struct PolicyMaps {
     pub index: Array<MapData, PolicyIndex>,
     pub counters: PerCpuHashMap<MapData, u64, Counters>,
     /// Workload arming's setup processes (read and cleared by `attach`, never filled).
-    pub exempt: HashMap<MapData, ProcessKey, u64>,
+    pub exempt: HashMap<MapData, ProcessKey, SetupState>,
 }
 
 /// The maps a consumer of violation events reads.
@@ -599,8 +621,8 @@ fn open_policy_maps(pins: &Pins) -> Result<PolicyMaps, LoaderError> {
             .map_err(|err| layout_err(MAP_INDEX, err))?,
         counters: PerCpuHashMap::try_from(open_typed(pins, MAP_COUNTERS)?)
             .map_err(|err| layout_err(MAP_COUNTERS, err))?,
-        exempt: HashMap::try_from(open_typed(pins, MAP_EXEMPT)?)
-            .map_err(|err| layout_err(MAP_EXEMPT, err))?,
+        exempt: HashMap::try_from(open_typed(pins, MAP_SETUP)?)
+            .map_err(|err| layout_err(MAP_SETUP, err))?,
     })
 }
 
@@ -632,7 +654,14 @@ fn check_pinned_layout(pins: &Pins) -> Result<(), LoaderError> {
         .and_then(|()| check(pins, MAP_EVENTS, RingBuf::try_from))
         .and_then(|()| check(pins, MAP_DROPPED, PerCpuArray::<_, u64>::try_from))
         .and_then(|()| check(pins, MAP_CONFIG, Array::<_, Config>::try_from))
-        .and_then(|()| check(pins, MAP_EXEMPT, HashMap::<_, ProcessKey, u64>::try_from))
+        .and_then(|()| {
+            check(
+                pins,
+                MAP_SETUP,
+                HashMap::<_, ProcessKey, SetupState>::try_from,
+            )
+        })
+        .and_then(|()| check(pins, MAP_PROTECTED, HashMap::<_, u64, u8>::try_from))
         .and_then(|()| check(pins, MAP_BUILD, Array::<_, u64>::try_from));
     checked.map_err(|detail| LoaderError::LayoutMismatch {
         dir: pins.dir.display().to_string(),
@@ -732,7 +761,7 @@ fn load_object(pins: &Pins, btf: &Btf) -> Result<Ebpf, LoaderError> {
     let mut loader = EbpfLoader::new();
     loader.btf(Some(btf));
     loader.override_global("LAYOUT", kernel_layout()?, true);
-    for name in MAPS.into_iter().chain([MAP_BUILD, MAP_SYS_INFLIGHT]) {
+    for name in MAPS.into_iter().chain(SHARED) {
         loader.map_pin_path(name, pins.map(name));
     }
     loader
@@ -944,6 +973,8 @@ fn replace_programs(pins: &Pins) -> Result<Replaced, LoaderError> {
             done.replaced += 1;
         }
         write_build(pins, our_build())?;
+        // The older builds' setup map: their programs are gone, and with them its last user.
+        let _ = fs::remove_file(pins.map(MAP_EXEMPT_OLD));
         Ok(done)
     })();
     if result.is_err() && fresh {
@@ -1280,17 +1311,16 @@ pub fn sync_syscall_layer(maps: &PolicyMaps) -> Result<(), LoaderError> {
             .iter()
             .filter(|spec| !pins.link(spec.program).exists())
             .collect();
-        if missing.is_empty() {
-            return Ok(());
-        }
-        let btf = Btf::from_sys_fs().map_err(|err| LoaderError::NoBtf(err.to_string()))?;
-        let mut ebpf = load_object(&pins, &btf)?;
-        for spec in &missing {
-            verify_program(&mut ebpf, &btf, spec)?;
-        }
-        // Exit before entry: an entry record must always find its exit program.
-        for spec in missing.into_iter().rev() {
-            attach_pinned(&mut ebpf, &pins, spec)?;
+        if !missing.is_empty() {
+            let btf = Btf::from_sys_fs().map_err(|err| LoaderError::NoBtf(err.to_string()))?;
+            let mut ebpf = load_object(&pins, &btf)?;
+            for spec in &missing {
+                verify_program(&mut ebpf, &btf, spec)?;
+            }
+            // Exit before entry: an entry record must always find its exit program.
+            for spec in missing.into_iter().rev() {
+                attach_pinned(&mut ebpf, &pins, spec)?;
+            }
         }
     } else {
         // Entry first, for the same reason.
@@ -1302,7 +1332,8 @@ pub fn sync_syscall_layer(maps: &PolicyMaps) -> Result<(), LoaderError> {
             }
         }
     }
-    Ok(())
+    // Every load and unload above changes which kernel objects are the enforcer's.
+    crate::protect::sync(&pins.dir)
 }
 
 /// Whether this kernel runs the syscall layer: loads and attaches its programs on throwaway maps

@@ -8,6 +8,7 @@ mod events;
 mod kernel_layout;
 mod loader;
 mod policy;
+mod protect;
 
 use std::{path::PathBuf, process::ExitCode};
 

@@ -1,0 +1,74 @@
+//! Per-policy event budget: one covered workload that floods audited or denied calls must not
+//! fill the single shared ring buffer and turn other tenants' events into drop counts.
+//!
+//! A token bucket per policy cgroup and CPU (per-CPU, so no two programs ever race on one
+//! bucket): [`BURST`] events at once, then one per [`COST_NS`]. An event past the budget is
+//! suppressed and counted here; the next one that passes carries a summary of how many were
+//! before it. Only events are budgeted: verdicts and the exact per-policy counters never look
+//! at this.
+use crate::maps::BUDGET;
+
+/// Time credit one event costs: 1,000 events per second per policy and CPU.
+const COST_NS: u64 = 1_000_000;
+/// Events a policy may send at once after a quiet period, per CPU.
+const BURST: u64 = 512;
+
+/// A policy's bucket on one CPU.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Budget {
+    /// Credit in nanoseconds, at most `BURST * COST_NS`.
+    credit_ns: u64,
+    last_ns: u64,
+    /// Events suppressed since `since_ns`, not yet summarised.
+    suppressed: u64,
+    since_ns: u64,
+}
+
+/// What was suppressed before an event that passes.
+pub struct Suppressed {
+    pub count: u64,
+    pub since_ns: u64,
+}
+
+/// Spends one event of `policy`'s budget at `now`: `None` when the event must be suppressed.
+#[inline(always)]
+pub fn take(policy: u64, now: u64) -> Option<Suppressed> {
+    let Some(bucket) = BUDGET.get_ptr_mut(&policy) else {
+        // First event of this policy on this CPU (or its bucket was evicted): a full bucket. A
+        // failed insert leaves the events unbudgeted, never lost.
+        let full = Budget {
+            credit_ns: (BURST - 1) * COST_NS,
+            last_ns: now,
+            suppressed: 0,
+            since_ns: 0,
+        };
+        let _ = BUDGET.insert(&policy, &full, 0);
+        return Some(Suppressed {
+            count: 0,
+            since_ns: 0,
+        });
+    };
+    // SAFETY: this CPU's value of a live entry; a program does not migrate while it runs.
+    let bucket = unsafe { &mut *bucket };
+    let credit = bucket
+        .credit_ns
+        .saturating_add(now.saturating_sub(bucket.last_ns))
+        .min(BURST * COST_NS);
+    bucket.last_ns = now;
+    if credit < COST_NS {
+        bucket.credit_ns = credit;
+        if bucket.suppressed == 0 {
+            bucket.since_ns = now;
+        }
+        bucket.suppressed += 1;
+        return None;
+    }
+    bucket.credit_ns = credit - COST_NS;
+    let suppressed = Suppressed {
+        count: bucket.suppressed,
+        since_ns: bucket.since_ns,
+    };
+    bucket.suppressed = 0;
+    Some(suppressed)
+}
