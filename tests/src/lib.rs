@@ -14,6 +14,8 @@ mod events;
 mod harness;
 mod matrix;
 mod policy;
+mod runtime_attacks;
 mod runtimes;
+mod security;
 mod syscall;
 mod upgrade;

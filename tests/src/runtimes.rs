@@ -70,10 +70,24 @@ pub struct Container {
 impl Container {
     /// Prepares the bundle; `script` is the entrypoint's shell script (`/bin/sh -c`).
     pub fn new(runtime: Runtime, id: &str, cgroup: &str, script: &str) -> Self {
+        Self::with_args(runtime, id, cgroup, &["/bin/sh", "-c", script])
+    }
+
+    /// Prepares the bundle with `args` as the container's process.
+    pub fn with_args(runtime: Runtime, id: &str, cgroup: &str, args: &[&str]) -> Self {
         let dir = PathBuf::from("/tmp/bundles").join(id);
         let _ = fs::remove_dir_all(&dir);
         let rootfs = dir.join("rootfs");
-        for sub in ["bin", "proc", "dev", "sys/fs/cgroup", "tmp", "mnt", "out"] {
+        for sub in [
+            "bin",
+            "lib64",
+            "proc",
+            "dev",
+            "sys/fs/cgroup",
+            "tmp",
+            "mnt",
+            "out",
+        ] {
             fs::create_dir_all(rootfs.join(sub)).expect("mkdir rootfs");
         }
         fs::create_dir_all(dir.join("out")).expect("mkdir out");
@@ -98,7 +112,7 @@ impl Container {
             "process": {
                 "terminal": false,
                 "user": { "uid": 0, "gid": 0 },
-                "args": ["/bin/sh", "-c", script],
+                "args": args,
                 "env": ["PATH=/bin"],
                 "cwd": "/",
                 "capabilities": {

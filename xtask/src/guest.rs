@@ -16,6 +16,10 @@ const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
 pub const NEXT_BPF_GUEST_PATH: &str = "lib/enforcer-next.bpf.o";
 /// The `enforcer-ebpf` feature that makes it differ from the default build in one program.
 const VARIANT_FEATURE: &str = "upgrade-test-variant";
+/// The benches' BPF object (feature `bench`: do-nothing programs and event switches), in the
+/// guest; the bench driver loads it with `enforcer --bpf-object`. The shipped object has neither.
+pub const BENCH_BPF_GUEST_PATH: &str = "lib/enforcer-bench.bpf.o";
+const BENCH_FEATURE: &str = "bench";
 
 /// The binaries the VM runs.
 #[derive(Clone, Debug)]
@@ -26,10 +30,15 @@ pub struct GuestBins {
     pub bench: PathBuf,
     /// The integration-tests libtest executable.
     pub vmtests: PathBuf,
+    /// A libc-free program the runtime tests put in a container image as its ELF interpreter
+    /// (`tests/fixtures/fakeld.c`).
+    pub fakeld: PathBuf,
     /// A second BPF object whose `capable` program differs from the embedded one's (feature
     /// `upgrade-test-variant`): the upgrade tests run it as another build through the hidden
     /// `enforcer --bpf-object`.
     pub bpf_next: Option<PathBuf>,
+    /// The benches' BPF object (see [`BENCH_BPF_GUEST_PATH`]).
+    pub bpf_bench: Option<PathBuf>,
 }
 
 impl GuestBins {
@@ -40,9 +49,13 @@ impl GuestBins {
             ("bin/probe", &self.probe),
             ("bin/bench", &self.bench),
             ("bin/vmtests", &self.vmtests),
+            ("bin/fakeld", &self.fakeld),
         ];
         if let Some(object) = &self.bpf_next {
             entries.push((NEXT_BPF_GUEST_PATH, object));
+        }
+        if let Some(object) = &self.bpf_bench {
+            entries.push((BENCH_BPF_GUEST_PATH, object));
         }
         entries
     }
@@ -63,7 +76,9 @@ pub fn build() -> Result<GuestBins> {
             probe: dir.join("probe"),
             bench: dir.join("bench"),
             vmtests: dir.join("vmtests"),
+            fakeld: dir.join("fakeld"),
             bpf_next: Some(dir.join("enforcer-next.bpf.o")).filter(|p| p.is_file()),
+            bpf_bench: Some(dir.join("enforcer-bench.bpf.o")).filter(|p| p.is_file()),
         });
     }
 
@@ -100,23 +115,52 @@ pub fn build() -> Result<GuestBins> {
         .find(|a| a.test)
         .map(|a| a.executable)
         .context("cargo built no integration-tests test executable")?;
-    let bpf_next = build_bpf_variant(enforcer_out_dir.as_deref())?;
+    let bpf_next = build_bpf_object(
+        enforcer_out_dir.as_deref(),
+        VARIANT_FEATURE,
+        "enforcer-next",
+    )?;
+    let bpf_bench = build_bpf_object(enforcer_out_dir.as_deref(), BENCH_FEATURE, "enforcer-bench")?;
     Ok(GuestBins {
         enforcer,
         probe,
         bench,
         vmtests,
+        fakeld: build_fakeld()?,
         bpf_next: Some(bpf_next),
+        bpf_bench: Some(bpf_bench),
     })
 }
 
-/// Builds the upgrade tests' second BPF object: `enforcer-ebpf` with the `upgrade-test-variant`
-/// feature, exactly as aya-build builds the embedded one (same toolchain, flags and target), in
+/// Builds the fake ELF interpreter of the runtime tests with the C compiler Rust links with: no
+/// libc, static, not position-independent (a kernel-loaded interpreter is never relocated).
+fn build_fakeld() -> Result<PathBuf> {
+    let source = workspace_root().join("tests/fixtures/fakeld.c");
+    let out = workspace_root().join("target/guest/fakeld");
+    let mut cc = Command::new("cc");
+    cc.args([
+        "-static",
+        "-nostdlib",
+        "-fno-pie",
+        "-no-pie",
+        "-O2",
+        "-fno-stack-protector",
+    ])
+    .arg("-o")
+    .arg(&out)
+    .arg(&source);
+    cmd::run(&mut cc)
+        .context("cannot build tests/fixtures/fakeld.c (is a C compiler installed?)")?;
+    Ok(out)
+}
+
+/// Builds another BPF object: `enforcer-ebpf` with `feature` (the upgrade tests' second build,
+/// the benches' object), exactly as aya-build builds the embedded one (same toolchain, flags and target), in
 /// aya-build's own target directory under the guest `enforcer` build script's `OUT_DIR` when
 /// there is one. There only the final crate is compiled again (a few seconds): the core library
 /// and every dependency are shared, and cargo keeps both feature sets' artifacts, so neither
-/// build makes the other recompile. Copied out to `target/vm/enforcer-next.bpf.o`.
-fn build_bpf_variant(enforcer_out_dir: Option<&Path>) -> Result<PathBuf> {
+/// build makes the other recompile. Copied out to `target/vm/<name>.bpf.o`.
+fn build_bpf_object(enforcer_out_dir: Option<&Path>, feature: &str, name: &str) -> Result<PathBuf> {
     // aya-build 0.2.0's layout and flags (see its `build_ebpf`); should they ever differ, the
     // fallback directory still gives a correct object, only a slower first build.
     let shared = enforcer_out_dir.map(|dir| dir.join("aya-build/target/enforcer-ebpf"));
@@ -127,7 +171,7 @@ fn build_bpf_variant(enforcer_out_dir: Option<&Path>) -> Result<PathBuf> {
     c.args(["run", "nightly", "cargo", "build"])
         .args(["--package", "enforcer-ebpf", "--bins", "--release"])
         .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
-        .args(["--features", VARIANT_FEATURE])
+        .args(["--features", feature])
         .arg("--target-dir")
         .arg(&target_dir)
         .arg("--message-format=json-render-diagnostics")
@@ -149,8 +193,10 @@ fn build_bpf_variant(enforcer_out_dir: Option<&Path>) -> Result<PathBuf> {
         .iter()
         .find(|a| a.name == "enforcer")
         .map(|a| a.executable.clone())
-        .context("cargo built no `enforcer` BPF object with the upgrade-test-variant feature")?;
-    let out = workspace_root().join("target/vm/enforcer-next.bpf.o");
+        .with_context(|| {
+            format!("cargo built no `enforcer` BPF object with the {feature} feature")
+        })?;
+    let out = workspace_root().join(format!("target/vm/{name}.bpf.o"));
     std::fs::create_dir_all(out.parent().expect("has a parent"))?;
     std::fs::copy(&object, &out)
         .with_context(|| format!("cannot copy {} to {}", object.display(), out.display()))?;

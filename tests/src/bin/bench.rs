@@ -128,6 +128,7 @@ fn hooks() -> Result<()> {
     enforcer(&["bench-events", "normal"])?;
     bench("denied", DENY_ITERS, Want::Eperm, settime)?;
     let mut consumer = Command::new(enforcer_bin())
+        .args(object_args())
         .args(["tail", "--json"])
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -227,6 +228,7 @@ fn events_rate() -> Result<()> {
             target * 4
         };
         let mut tail = Command::new(enforcer_bin())
+            .args(object_args())
             .args(["tail", "--json", "--cgroup", RATE_CGROUP])
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -357,6 +359,18 @@ fn join(dir: &str) -> Result<()> {
     .with_context(|| format!("cannot move into {dir}"))
 }
 
+/// The benches' BPF object (built with the `bench` feature: the do-nothing programs and the
+/// event switches the shipped object lacks), loaded by every enforcer command of a bench.
+const BENCH_OBJECT: &str = "/lib/enforcer-bench.bpf.o";
+
+fn object_args() -> Vec<&'static str> {
+    if std::path::Path::new(BENCH_OBJECT).is_file() {
+        vec!["--bpf-object", BENCH_OBJECT]
+    } else {
+        Vec::new()
+    }
+}
+
 fn enforcer_bin() -> String {
     env::var("ENFORCER_BIN").unwrap_or_else(|_| "/bin/enforcer".into())
 }
@@ -365,6 +379,7 @@ fn enforcer_bin() -> String {
 fn enforcer(args: &[&str]) -> Result<String> {
     let bin = enforcer_bin();
     let out = Command::new(&bin)
+        .args(object_args())
         .args(args)
         .output()
         .with_context(|| format!("cannot run {bin}"))?;

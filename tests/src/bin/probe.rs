@@ -11,6 +11,9 @@ use std::{
 
 use libc::{SYS_add_key, SYS_keyctl, SYS_request_key, c_int, c_void};
 
+#[path = "../probe_attacks.rs"]
+mod attacks;
+
 type Outcome = Result<i64, i32>;
 
 fn main() -> ExitCode {
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
             "--drop-cap" => setup.drop_cap = value.parse().ok(),
             "--seccomp-eperm" => setup.seccomp_eperm = value.parse().ok(),
             "--cpu" => setup.cpu = value.parse().ok(),
+            "--out" => setup.out = Some(value),
             "--as" => match value
                 .split_once(':')
                 .and_then(|(uid, gid)| Some((uid.parse().ok()?, gid.parse().ok()?)))
@@ -65,6 +69,17 @@ fn main() -> ExitCode {
         eprintln!("usage: probe [--cgroup DIR] [--as UID:GID] [--wait] OP [ARGS]");
         return ExitCode::from(2);
     };
+    // `--out FILE`: the report goes there (a container's entrypoint reports into `/out`).
+    let out = setup.out.clone();
+    let report = move |line: String| match &out {
+        Some(path) => {
+            let _ = fs::write(path, format!("{line}\n"));
+        }
+        None => println!("{line}"),
+    };
+    if attacks::run(&op, &args[1..], &report).is_some() {
+        return ExitCode::SUCCESS;
+    }
     let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
     let number = |i: usize| arg(i).parse::<i64>().unwrap_or(0);
     let outcome = match op.as_str() {
@@ -137,10 +152,10 @@ fn main() -> ExitCode {
         Ok(ret) => (ret, 0),
         Err(errno) => (-1, errno),
     };
-    println!(
+    report(format!(
         "{{\"pid\":{},\"op\":\"{op}\",\"ret\":{ret},\"errno\":{errno}}}",
         std::process::id()
-    );
+    ));
     ExitCode::SUCCESS
 }
 
@@ -155,6 +170,8 @@ struct Setup {
     /// `--cpu N`: run on CPU N only, set after joining the cgroup (joining a cgroup with the
     /// cpuset controller enabled, as runc leaves the root, resets the CPUs a process may use).
     cpu: Option<usize>,
+    /// `--out FILE`: where the report goes instead of stdout.
+    out: Option<String>,
 }
 
 impl Setup {
@@ -280,10 +297,22 @@ fn seccomp_eperm(nr: u32) -> Result<(), String> {
 }
 
 /// `raw NR [ARG...]`: the system call with these integer arguments (decimal, may be negative).
+/// An argument `buf:W` is a pointer to a zeroed 256-byte buffer whose first 8 bytes hold W (a
+/// `struct timex` whose `modes` is W, a `timespec` of W seconds).
 fn raw(args: &[String]) -> Outcome {
     let mut n = [0i64; 7];
+    let mut buffers: Vec<Box<[i64; 32]>> = Vec::new();
     for (slot, arg) in n.iter_mut().zip(args) {
-        *slot = arg.parse().unwrap_or(0);
+        *slot = match arg.strip_prefix("buf:") {
+            Some(word) => {
+                let mut buffer = Box::new([0i64; 32]);
+                buffer[0] = word.parse().unwrap_or(0);
+                let address = buffer.as_ptr() as i64;
+                buffers.push(buffer);
+                address
+            }
+            None => arg.parse().unwrap_or(0),
+        };
     }
     // SAFETY: the caller picks arguments the call handles (NULL pointers, invalid descriptors);
     // the kernel checks every one of them.
