@@ -12,9 +12,11 @@ pub const ABI_VERSION: u32 = 1;
 /// Room for operations in fixed-size arrays. Adding an operation below this count does not change
 /// any layout (and so does not bump [`ABI_VERSION`]).
 pub const OP_SLOTS: usize = 16;
-/// The [`Counters`] column that counts refused tamper attempts (under `deny`): the last slot,
-/// which no operation takes.
+/// The [`Counters`] column that no operation takes: under `deny` it counts refused tamper
+/// attempts ([`TAMPER_SLOT`]), under `allow` the events the policy's event budget suppressed
+/// ([`SUPPRESSED_SLOT`]).
 pub const TAMPER_SLOT: usize = OP_SLOTS - 1;
+pub const SUPPRESSED_SLOT: usize = OP_SLOTS - 1;
 
 /// Most distinct cgroup depths that may hold a policy at once. The BPF programs look up one
 /// ancestor per depth that holds a policy, so the cost for any caller is bounded by this, not by
@@ -555,6 +557,9 @@ pub mod config {
     pub const BENCH_NO_EVENTS: u32 = 1 << 1;
     /// Benches only: wake the consumer on every event, to measure what the no-wakeup rule saves.
     pub const BENCH_WAKEUP_EACH: u32 = 1 << 2;
+    /// Benches only: the event budget never runs out (its bookkeeping still runs), so a loop of
+    /// events measures the event path.
+    pub const BENCH_UNLIMITED_BUDGET: u32 = 1 << 3;
 }
 
 /// Per-CPU decision counters of a policy cgroup: `by_action[action][operation]`. The `allow` row
@@ -571,6 +576,16 @@ const _: () = assert!(core::mem::size_of::<Counters>() == 4 * 8 * OP_SLOTS);
 impl Counters {
     pub fn get(&self, action: Action, op: Operation) -> u64 {
         self.by_action[action as usize][op as usize]
+    }
+
+    /// Refused tamper attempts of the policy's processes.
+    pub fn tamper(&self) -> u64 {
+        self.by_action[Action::Deny as usize][TAMPER_SLOT]
+    }
+
+    /// Events the policy's event budget suppressed (their decisions are counted as usual).
+    pub fn suppressed(&self) -> u64 {
+        self.by_action[Action::Allow as usize][SUPPRESSED_SLOT]
     }
 
     /// Adds another CPU's counts.

@@ -154,7 +154,7 @@ pub fn outside_every_policy(task: *const u8) -> bool {
 pub fn is_setup(task: *const u8) -> bool {
     let l = layout::get();
     // SAFETY: only presence is read.
-    process_key(&l, task).is_some_and(|key| unsafe { SETUP.get(&key) }.is_some())
+    process_key(&l, task).is_some_and(|key| unsafe { SETUP.get(key) }.is_some())
 }
 
 /// Records `key` as a setup process that is `state`.
@@ -229,7 +229,7 @@ fn on_fork(parent: *const u8, child: *const u8) -> Option<()> {
         // child that unshared its mount namespace (crun, runc's nsexec) leaves setup at its
         // next exec.
         // SAFETY: the value is copied out at once.
-        if let Some(&state) = unsafe { SETUP.get(&parent) } {
+        if let Some(&state) = unsafe { SETUP.get(parent) } {
             make_setup(&key, &state);
             return None;
         }
@@ -262,8 +262,8 @@ fn on_attach(dst: *const u8, task: *const u8) -> Option<()> {
     let l = layout::get();
     let writer_tid = bpf_get_current_pid_tgid() as u32;
     // SAFETY: the value is copied out at once.
-    let moved = unsafe { MOVES.get(&writer_tid) }.copied();
-    let _ = MOVES.remove(&writer_tid);
+    let moved = unsafe { MOVES.get(writer_tid) }.copied();
+    let _ = MOVES.remove(writer_tid);
     if !arms_at_exec(&l, dst) {
         return None;
     }
@@ -304,11 +304,7 @@ pub fn arm_move(ctx: FEntryContext) -> i32 {
     // Unknown origin counts as covered: fail closed.
     let covered = task_cgroup(&l, task).is_none_or(|cgroup| !outside(&l, cgroup));
     let writer_tid = bpf_get_current_pid_tgid() as u32;
-    let _ = MOVES.insert(
-        &writer_tid,
-        &((u64::from(tgid) << 32) | u64::from(covered)),
-        0,
-    );
+    let _ = MOVES.insert(writer_tid, (u64::from(tgid) << 32) | u64::from(covered), 0);
     0
 }
 
@@ -330,7 +326,7 @@ pub fn arm_exec(ctx: RawTracePointContext) -> i32 {
         return 0;
     };
     // SAFETY: the value is copied out at once.
-    let Some(&setup) = (unsafe { SETUP.get(&key) }) else {
+    let Some(&setup) = (unsafe { SETUP.get(key) }) else {
         return 0;
     };
     let now = state_of(&l, task);
@@ -345,7 +341,7 @@ pub fn arm_exec(ctx: RawTracePointContext) -> i32 {
             return 0;
         }
     }
-    let _ = SETUP.remove(&key);
+    let _ = SETUP.remove(key);
     0
 }
 
@@ -377,7 +373,7 @@ pub fn arm_free(ctx: RawTracePointContext) -> i32 {
         return 0;
     };
     if pid == tgid {
-        let _ = SETUP.remove(&ProcessKey {
+        let _ = SETUP.remove(ProcessKey {
             tgid,
             _pad: 0,
             start_time,

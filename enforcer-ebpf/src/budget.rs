@@ -3,10 +3,12 @@
 //!
 //! A token bucket per policy cgroup and CPU (per-CPU, so no two programs ever race on one
 //! bucket): [`BURST`] events at once, then one per [`COST_NS`]. An event past the budget is
-//! suppressed and counted here; the next one that passes carries a summary of how many were
-//! before it. Only events are budgeted: verdicts and the exact per-policy counters never look
-//! at this.
-use crate::maps::BUDGET;
+//! suppressed and counted (in the policy's counters, `SUPPRESSED_SLOT`, exact); the next one
+//! that passes carries a summary of how many were before it. Only events are budgeted: verdicts
+//! and the decision counters never look at this.
+use enforcer_common::{Action, SUPPRESSED_SLOT};
+
+use crate::maps::{BUDGET, COUNTERS};
 
 /// Time credit one event costs: 1,000 events per second per policy and CPU.
 const COST_NS: u64 = 1_000_000;
@@ -31,10 +33,25 @@ pub struct Suppressed {
     pub since_ns: u64,
 }
 
+/// The bench build's switch that keeps the budget from running out.
+#[cfg(feature = "bench")]
+#[inline(always)]
+fn unlimited() -> bool {
+    crate::maps::CONFIG
+        .get(0)
+        .is_some_and(|c| c.flags & enforcer_common::config::BENCH_UNLIMITED_BUDGET != 0)
+}
+
+#[cfg(not(feature = "bench"))]
+#[inline(always)]
+fn unlimited() -> bool {
+    false
+}
+
 /// Spends one event of `policy`'s budget at `now`: `None` when the event must be suppressed.
 #[inline(always)]
 pub fn take(policy: u64, now: u64) -> Option<Suppressed> {
-    let Some(bucket) = BUDGET.get_ptr_mut(&policy) else {
+    let Some(bucket) = BUDGET.get_ptr_mut(policy) else {
         // First event of this policy on this CPU (or its bucket was evicted): a full bucket. A
         // failed insert leaves the events unbudgeted, never lost.
         let full = Budget {
@@ -43,7 +60,7 @@ pub fn take(policy: u64, now: u64) -> Option<Suppressed> {
             suppressed: 0,
             since_ns: 0,
         };
-        let _ = BUDGET.insert(&policy, &full, 0);
+        let _ = BUDGET.insert(policy, full, 0);
         return Some(Suppressed {
             count: 0,
             since_ns: 0,
@@ -56,15 +73,19 @@ pub fn take(policy: u64, now: u64) -> Option<Suppressed> {
         .saturating_add(now.saturating_sub(bucket.last_ns))
         .min(BURST * COST_NS);
     bucket.last_ns = now;
-    if credit < COST_NS {
+    if credit < COST_NS && !unlimited() {
         bucket.credit_ns = credit;
+        if let Some(counters) = COUNTERS.get_ptr_mut(policy) {
+            // SAFETY: this CPU's value of a live entry.
+            unsafe { (*counters).by_action[Action::Allow as usize][SUPPRESSED_SLOT] += 1 };
+        }
         if bucket.suppressed == 0 {
             bucket.since_ns = now;
         }
         bucket.suppressed += 1;
         return None;
     }
-    bucket.credit_ns = credit - COST_NS;
+    bucket.credit_ns = credit.saturating_sub(COST_NS);
     let suppressed = Suppressed {
         count: bucket.suppressed,
         since_ns: bucket.since_ns,

@@ -52,7 +52,7 @@ fn read<T>(base: *const u8, offset: usize) -> Option<T> {
 #[inline(always)]
 fn protected(kind: u32, id: u32) -> bool {
     // SAFETY: only presence is read.
-    unsafe { PROTECTED.get(&protect::key(kind, id)) }.is_some()
+    unsafe { PROTECTED.get(protect::key(kind, id)) }.is_some()
 }
 
 /// Refuses a covered caller's attempt: counts it, reports it, and returns the LSM's refusal.
@@ -63,7 +63,7 @@ pub(crate) fn refuse(policy_cgroup_id: u64, flags: u32, hook: Hook, hook_arg: i6
         policy_cgroup_id,
         flags,
     };
-    if let Some(counters) = COUNTERS.get_ptr_mut(&policy_cgroup_id) {
+    if let Some(counters) = COUNTERS.get_ptr_mut(policy_cgroup_id) {
         // SAFETY: per-CPU value of a live entry; programs do not migrate CPUs while running.
         unsafe { (*counters).by_action[Action::Deny as usize][TAMPER_SLOT] += 1 };
     }

@@ -242,7 +242,7 @@ fn reset() -> anyhow::Result<()> {
 }
 
 fn bench_events(mode: &str) -> anyhow::Result<()> {
-    use enforcer_common::config::{BENCH_NO_EVENTS, BENCH_WAKEUP_EACH};
+    use enforcer_common::config::{BENCH_NO_EVENTS, BENCH_UNLIMITED_BUDGET, BENCH_WAKEUP_EACH};
     let set = match mode {
         "normal" => 0,
         "none" => BENCH_NO_EVENTS,
@@ -250,6 +250,8 @@ fn bench_events(mode: &str) -> anyhow::Result<()> {
         other => anyhow::bail!("unknown event mode {other}; use normal, none or wakeup-each"),
     };
     let lock = loader::lock()?;
+    // The benches measure the event path, which a budget that ran out would skip.
+    let set = set | BENCH_UNLIMITED_BUDGET;
     loader::update_config(&lock, set, (BENCH_NO_EVENTS | BENCH_WAKEUP_EACH) & !set)?;
     println!("event mode {mode}");
     Ok(())

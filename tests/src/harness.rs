@@ -269,6 +269,18 @@ pub fn counters(cgroup: &Cgroup, op: &str) -> (u64, u64, u64) {
     (get("audited"), get("denied"), get("killed"))
 }
 
+/// Events of `cgroup`'s policy that its event budget suppressed (exact, from `list --json`).
+pub fn suppressed(cgroup: &Cgroup) -> u64 {
+    let list: Value = serde_json::from_str(&enforcer_ok(&["list", "--json"])).expect("list JSON");
+    list["policies"]
+        .as_array()
+        .expect("policies")
+        .iter()
+        .find(|p| p["cgroup_id"] == cgroup.id())
+        .and_then(|p| p["events_suppressed"].as_u64())
+        .unwrap_or_else(|| panic!("{} is not listed: {list}", cgroup.arg()))
+}
+
 /// A scratch directory under /tmp with `src` and `dst` subdirectories for mount tests. Anything
 /// mounted below it is detached on drop, so a test that let a mount through leaves nothing behind.
 pub struct Scratch {

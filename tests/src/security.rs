@@ -17,6 +17,7 @@ use serde_json::Value;
 use crate::{
     harness::{
         CGROUP_ROOT, Cgroup, Scratch, Tail, counters, enforcer_ok, make_key, probe, probe_bin,
+        suppressed as suppressed_counter,
     },
     matrix::EPERM,
 };
@@ -548,10 +549,16 @@ fn a_flood_from_one_tenant_does_not_hide_anothers_events() {
         .sum();
     let delivered = of_noisy("violation").len() as u64;
     assert!(suppressed > 0, "no summary of the suppressed events");
-    // The counters have every call; events and summaries account for no more than that.
+    let dropped: u64 = events
+        .iter()
+        .filter_map(|e| e["enforcer"]["dropped"].as_u64())
+        .sum();
+    assert_eq!(dropped, 0, "the ring buffer overflowed");
+    // Every call is counted, and is either delivered or counted as suppressed.
     let audited = counters(&noisy, "settime").0;
     assert_eq!(audited, flood_calls + 1, "counters are exact");
-    assert!(delivered + suppressed <= audited);
+    assert_eq!(delivered + suppressed_counter(&noisy), audited);
+    assert!(suppressed <= suppressed_counter(&noisy));
     assert!(
         tail.settled_events_of(after.pid())
             .iter()

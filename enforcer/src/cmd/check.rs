@@ -20,7 +20,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use enforcer_common::{Action, Counters, Operation};
+use enforcer_common::{Action, Counters, Operation, syscalls};
 use nix::errno::Errno;
 use serde_json::{Value, json};
 
@@ -330,7 +330,16 @@ fn kernel(release: &io::Result<String>) -> Check {
         }
     };
     let (major, minor) = MIN_KERNEL;
+    let (newest_major, newest_minor) = syscalls::VERIFIED_KERNEL;
     match kernel_version(release) {
+        Some(version) if version > syscalls::VERIFIED_KERNEL => Check::warn(
+            NAME,
+            format!(
+                "{release} is newer than {newest_major}.{newest_minor}, the newest kernel whose system call table this build was verified against: a call it adds is not named, and a mount call it adds is guarded only through its CAP_SYS_ADMIN check (every such check made by a call numbered above {} counts as mount), not at the syscall layer",
+                syscalls::NEWEST_VERIFIED
+            ),
+            "use an enforcer release verified on this kernel",
+        ),
         Some(version) if version >= MIN_KERNEL => {
             Check::ok(NAME, format!("{release} ({major}.{minor} or later)"))
         }
@@ -995,6 +1004,11 @@ mod tests {
             kernel(&Ok("6.1.0-57-cloud-amd64".into())).status,
             Status::Ok
         );
+        assert_eq!(kernel(&Ok("6.18.44".into())).status, Status::Ok);
+        // Newer than the verified system call table: said, not refused.
+        let newer = kernel(&Ok("6.19.1".into()));
+        assert_eq!(newer.status, Status::Warn);
+        assert!(newer.line().contains("verified"), "{}", newer.line());
     }
 
     #[test]

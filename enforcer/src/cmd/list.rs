@@ -127,6 +127,8 @@ fn render_json(rows: &[Row], out: &mut String) {
                 "arm": row.arm.name(),
                 "layer": row.layer,
                 "operations": operations,
+                "tamper_refused": row.totals.tamper(),
+                "events_suppressed": row.totals.suppressed(),
             })
         })
         .collect();

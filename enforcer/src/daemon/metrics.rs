@@ -177,6 +177,27 @@ impl Collector for KernelState {
                 }
             }
         }
+        for (name, help, value) in [
+            (
+                "tamper_refused",
+                "Tamper attempts refused, per policy cgroup (exact).",
+                Counters::tamper as fn(&Counters) -> u64,
+            ),
+            (
+                "events_suppressed",
+                "Events the policy's event budget suppressed, per policy cgroup (exact; their decisions are counted in decisions).",
+                Counters::suppressed,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for row in &rows {
+                let labels = [
+                    ("cgroup_id", row.id.to_string()),
+                    ("cgroup_path", row.path.clone()),
+                ];
+                ConstCounter::new(value(&row.totals)).encode(family.encode_family(&labels)?)?;
+            }
+        }
         ConstGauge::new(rows.len() as i64).encode(encoder.encode_descriptor(
             "policies",
             "Cgroups with a policy.",

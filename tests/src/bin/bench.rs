@@ -112,6 +112,8 @@ fn hooks() -> Result<()> {
         fs::create_dir_all(dir).with_context(|| format!("mkdir {dir}"))?;
     }
     enforcer(&["attach", "--cgroup", POLICY, "--deny", "settime"])?;
+    // Events on every call: the event budget (which a long loop would exhaust) never runs out.
+    enforcer(&["bench-events", "normal"])?;
     join(OUTSIDE_D1)?;
     bench("outside-d1", ITERS, Want::Success, settime)?;
     join(OUTSIDE_D6)?;
@@ -172,6 +174,8 @@ fn syscalls() -> Result<()> {
     }
     fs::create_dir_all(POLICY).with_context(|| format!("mkdir {POLICY}"))?;
     enforcer(&["attach", "--cgroup", POLICY, "--deny", "settime"])?;
+    // Events on every call: the event budget (which a long loop would exhaust) never runs out.
+    enforcer(&["bench-events", "normal"])?;
     ensure!(
         !fs::exists(LINK)?,
         "the syscall layer is attached without a policy wanting it"
@@ -191,6 +195,8 @@ fn syscalls() -> Result<()> {
     bench("sc-getpid-inside", ITERS, Want::Success, getpid)?;
     join(CGROUP_ROOT)?;
     enforcer(&["attach", "--cgroup", POLICY, "--deny", "settime"])?;
+    // Events on every call: the event budget (which a long loop would exhaust) never runs out.
+    enforcer(&["bench-events", "normal"])?;
     ensure!(
         !fs::exists(LINK)?,
         "the syscall layer stayed after its last policy went"
@@ -220,6 +226,8 @@ fn events_rate() -> Result<()> {
     const UNPACED_ATTEMPTS: u64 = 100_000;
     fs::create_dir_all(RATE_CGROUP)?;
     enforcer(&["attach", "--cgroup", RATE_CGROUP, "--deny", "settime"])?;
+    // Events on every call: the event budget (which a long loop would exhaust) never runs out.
+    enforcer(&["bench-events", "normal"])?;
 
     for target in [0u64, 100_000, 50_000, 20_000, 10_000, 5_000] {
         let attempts = if target == 0 {
