@@ -10,9 +10,10 @@
 //!   which could override the enforcer's verdicts.
 //! - `inode_unlink`, `inode_rmdir`, `inode_rename` (in `mount`): the enforcer's pins, whose
 //!   removal would release its links, cannot be removed or renamed.
-//! - `ptrace_access_check`, `ptrace_traceme`: a subject process cannot trace or write the memory
-//!   of a runtime's setup process (which the policy does not bind), and a setup process cannot
-//!   offer itself to a subject tracer.
+//! - `ptrace_access_check`, `ptrace_traceme`: a subject process cannot trace, write the memory
+//!   of, or reach the root, working directory and descriptors of a runtime's setup process
+//!   (which the policy does not bind, and which is still on the host's side), and a setup
+//!   process cannot offer itself to a subject tracer.
 //!
 //! Each refusal is an event of [`kind::TAMPER`], counted under the policy's tamper slot.
 use aya_ebpf::{
@@ -40,8 +41,13 @@ const BPF_MODIFY_RETURN: u32 = 26;
 const ATTR_PROG_TYPE: usize = 0;
 const ATTR_EXPECTED_ATTACH_TYPE: usize = 68;
 const ATTR_FIRST: usize = 0;
-/// `PTRACE_MODE_ATTACH`: tracing, `/proc/PID/mem`, `process_vm_writev`, `pidfd_getfd`.
+/// `PTRACE_MODE_READ` (`/proc/PID/root`, `cwd`, `fd/N`, `environ`, `maps`) and
+/// `PTRACE_MODE_ATTACH` (tracing, `/proc/PID/mem`, `process_vm_writev`, `pidfd_getfd`).
+const PTRACE_MODE_READ: u32 = 0x01;
 const PTRACE_MODE_ATTACH: u32 = 0x02;
+/// Set by checks that only decide what to show (`ps` reading `/proc/PID/stat`): refused
+/// quietly, as the kernel's own LSMs do not audit them either.
+const PTRACE_MODE_NOAUDIT: u32 = 0x04;
 
 #[inline(always)]
 fn read<T>(base: *const u8, offset: usize) -> Option<T> {
@@ -225,16 +231,24 @@ pub fn ptrace_access(ctx: LsmContext) -> i32 {
         return previous;
     }
     let mode: u32 = ctx.arg(1);
-    if mode & PTRACE_MODE_ATTACH == 0 || arming::no_policies() {
+    if mode & (PTRACE_MODE_READ | PTRACE_MODE_ATTACH) == 0 || arming::no_policies() {
         return 0;
     }
     let child: *const u8 = ctx.arg(0);
     if !arming::is_setup(child) || arming::current_is_setup() {
         return 0;
     }
+    // A setup process still has the host's root, working directory and descriptors (the
+    // runtime's): reading them through /proc is as much a way out as writing its memory.
+    let Some((id, policy)) = nearest_policy() else {
+        return 0;
+    };
+    if mode & PTRACE_MODE_NOAUDIT != 0 {
+        return Verdict::Deny.retval();
+    }
     let l = layout::get();
     let pid: u32 = read(child, l.task_tgid as usize).unwrap_or(0);
-    refuse_if_covered(Hook::PtraceAccessCheck, i64::from(pid))
+    refuse(id, policy.flags, Hook::PtraceAccessCheck, i64::from(pid))
 }
 
 /// `ptrace_traceme(parent)`: the current task asks to be traced by `parent`.

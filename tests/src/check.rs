@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::harness::{CGROUP_ROOT, Cgroup, Tail, enforcer, enforcer_ok};
 
-const CHECKS: [&str; 8] = [
+const CHECKS: [&str; 9] = [
     "privileges",
     "kernel",
     "btf",
@@ -16,6 +16,7 @@ const CHECKS: [&str; 8] = [
     "cgroup",
     "bpffs",
     "self-test",
+    "tamper",
     "mode",
 ];
 const PIN_BASE: &str = "/sys/fs/bpf/enforcer";

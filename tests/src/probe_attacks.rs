@@ -31,6 +31,16 @@ pub fn run(op: &str, args: &[String], report: &dyn Fn(String)) -> Option<()> {
         "ptrace-attach" => plain(ptrace_attach(number(0) as i32)),
         "vm-write" => plain(vm_write(number(0) as i32)),
         "proc-mem-write" => plain(proc_mem_write(number(0))),
+        "proc-root" => plain(
+            fs::read_dir(format!("/proc/{}/root/", number(0)))
+                .map(|_| 0)
+                .map_err(|err| err.raw_os_error().unwrap_or(0)),
+        ),
+        "proc-stat" => plain(
+            fs::read_to_string(format!("/proc/{}/stat", number(0)))
+                .map(|_| 0)
+                .map_err(|err| err.raw_os_error().unwrap_or(0)),
+        ),
         "bpf-load-lsm" => plain(bpf_load_lsm()),
         "bpf-obj-get" => plain(bpf_obj_get(&arg(0))),
         "bpf-link-detach-pin" => plain(link_detach_pin(&arg(0))),

@@ -217,11 +217,18 @@ fn a_subject_cannot_trace_or_write_a_setup_process() {
     assert_eq!(written.errno(), EPERM, "process_vm_writev: {written:?}");
     let mem = probe(Some(&cgroup), &["proc-mem-write", &setup.pid()]);
     assert_eq!(mem.errno(), EACCES, "/proc/PID/mem: {mem:?}");
-    for attempt in [&traced, &written, &mem] {
+    // Its root is the host's: no way through /proc/PID/root either.
+    let root = probe(Some(&cgroup), &["proc-root", &setup.pid()]);
+    assert_eq!(root.errno(), EACCES, "/proc/PID/root: {root:?}");
+    for attempt in [&traced, &written, &mem, &root] {
         let events = tamper_events(&tail, attempt.pid());
         assert_eq!(events.len(), 1, "{attempt:?}: {events:?}");
         assert_eq!(events[0]["enforcer"]["hook"], "ptrace_access_check");
     }
+    // What `ps` reads is shown as usual (the kernel only masks some fields), and not reported.
+    let stat = probe(Some(&cgroup), &["proc-stat", &setup.pid()]);
+    assert_eq!(stat.errno(), 0, "{stat:?}");
+    assert!(tail.settled_events_of(stat.pid()).is_empty());
     // Tracing another subject process is the workload's own business.
     let mut peer = Command::new(probe_bin())
         .args(["--cgroup", cgroup.arg(), "--wait", "adjtimex-modes", "0"])
@@ -358,6 +365,29 @@ fn removing_a_mount_point_of_another_namespace_is_a_mount_operation() {
     // A directory that is no mount point is removed as usual.
     let plain = probe(Some(&cgroup), &["rmdir", &scratch.path("dst/old")]);
     assert_eq!(plain.errno(), 0, "{plain:?}");
+}
+
+/// `open_tree_attr` (467, kernel 6.15) is a mount call: the syscall layer reports it by name
+/// (these kernels refuse it with ENOSYS; the LSM layer guards it at its CAP_SYS_ADMIN check).
+#[test]
+fn open_tree_attr_is_a_mount_call() {
+    let cgroup = Cgroup::new("sec-open-tree-attr");
+    enforcer_ok(&[
+        "attach",
+        "--cgroup",
+        cgroup.arg(),
+        "--layer",
+        "syscall",
+        "--audit",
+        "mount",
+    ]);
+    let tail = Tail::start(&[]);
+    let call = probe(Some(&cgroup), &["raw", "467", "-1", "0", "0", "0", "0"]);
+    assert_ne!(call.errno(), 0, "{call:?}");
+    let events = tail.settled_events_of(call.pid());
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["enforcer"]["syscall"]["name"], "open_tree_attr");
+    assert_eq!(events[0]["enforcer"]["operation"], "mount");
 }
 
 // ---------------------------------------------------------------------------------------------

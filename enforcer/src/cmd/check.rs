@@ -187,6 +187,11 @@ pub fn run(args: Args) -> Result<()> {
     });
 
     let lsm_works = checks.iter().all(|check| check.status != Status::Fail);
+    let tamper = tamper(lsm_works);
+    if !args.json {
+        println!("{}", tamper.line());
+    }
+    checks.push(tamper);
     let mode = mode(lsm_works, privileged);
     if !args.json {
         println!("{}", mode.line());
@@ -220,6 +225,23 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 const MODE: &str = "mode";
+
+/// What tamper protection holds here, and who it does not hold against.
+fn tamper(lsm_works: bool) -> Check {
+    const NAME: &str = "tamper";
+    if lsm_works {
+        Check::ok(
+            NAME,
+            "no process in a covered cgroup can get a descriptor for, detach or unpin the enforcer's maps, programs and links, load a BPF LSM or fmod_ret program, or trace a runtime's setup process (refused, reported as tamper events); root outside every policy is trusted and can change them",
+        )
+    } else {
+        Check::warn(
+            NAME,
+            "tamper protection needs BPF LSM: in syscall-layer mode a covered process with CAP_BPF or CAP_SYS_ADMIN can reach the enforcer's maps",
+            "boot a kernel with BPF LSM (see the lsm line)",
+        )
+    }
+}
 
 /// Which mode this host gets (#6): the BPF LSM layer when every check above passed, else the
 /// syscall layer alone when its programs load and attach here, else none.
