@@ -257,13 +257,7 @@ impl Drop for ClockGuard {
 
 /// The `enforcer list --json` counters of one cgroup's operation: (audited, denied, killed).
 pub fn counters(cgroup: &Cgroup, op: &str) -> (u64, u64, u64) {
-    let list: Value = serde_json::from_str(&enforcer_ok(&["list", "--json"])).expect("list JSON");
-    let entry = list["policies"]
-        .as_array()
-        .expect("policies")
-        .iter()
-        .find(|p| p["cgroup_id"] == cgroup.id())
-        .unwrap_or_else(|| panic!("{} is not listed: {list}", cgroup.arg()));
+    let entry = listed(cgroup);
     let counts = &entry["operations"][op];
     let get = |key: &str| counts[key].as_u64().unwrap_or(0);
     (get("audited"), get("denied"), get("killed"))
@@ -271,13 +265,20 @@ pub fn counters(cgroup: &Cgroup, op: &str) -> (u64, u64, u64) {
 
 /// Events of `cgroup`'s policy that its event budget suppressed (exact, from `list --json`).
 pub fn suppressed(cgroup: &Cgroup) -> u64 {
+    listed(cgroup)["events_suppressed"]
+        .as_u64()
+        .expect("events_suppressed")
+}
+
+/// The `enforcer list --json` entry of `cgroup`'s policy.
+pub fn listed(cgroup: &Cgroup) -> Value {
     let list: Value = serde_json::from_str(&enforcer_ok(&["list", "--json"])).expect("list JSON");
     list["policies"]
         .as_array()
         .expect("policies")
         .iter()
         .find(|p| p["cgroup_id"] == cgroup.id())
-        .and_then(|p| p["events_suppressed"].as_u64())
+        .cloned()
         .unwrap_or_else(|| panic!("{} is not listed: {list}", cgroup.arg()))
 }
 

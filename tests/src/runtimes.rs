@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 
 use crate::{
     harness::{
-        CGROUP_ROOT, Cgroup, ClockGuard, Tail, enforcer, enforcer_ok, probe_bin, wall_seconds,
+        CGROUP_ROOT, Cgroup, ClockGuard, Tail, enforcer, enforcer_ok, listed, probe_bin,
+        wall_seconds,
     },
     matrix::{EPERM, TARGET_TIME},
 };
@@ -298,14 +299,7 @@ fn attach_exec(cgroup: &str) {
 }
 
 fn arm_of(cgroup: &Cgroup) -> String {
-    let list: Value = serde_json::from_str(&enforcer_ok(&["list", "--json"])).expect("list JSON");
-    list["policies"]
-        .as_array()
-        .expect("policies")
-        .iter()
-        .find(|p| p["cgroup_id"] == cgroup.id())
-        .map(|p| p["arm"].as_str().unwrap_or("").to_owned())
-        .unwrap_or_else(|| panic!("{} is not listed: {list}", cgroup.arg()))
+    listed(cgroup)["arm"].as_str().unwrap_or("").to_owned()
 }
 
 /// Policy on the pod-level parent before the container starts: the container starts (its

@@ -33,6 +33,23 @@ fn tamper_events(tail: &Tail, pid: u64) -> Vec<Value> {
         .collect()
 }
 
+/// The policy of `cgroup` still refuses a mount (its maps and `sb_mount`'s link are intact).
+fn assert_mount_refused(cgroup: &Cgroup, scratch: &str) {
+    let scratch = Scratch::new(scratch);
+    let args = [
+        "--unshare-mount",
+        "yes",
+        "mount-tmpfs",
+        &scratch.path("dst"),
+    ];
+    let mounted = probe(Some(cgroup), &args);
+    assert_eq!(
+        mounted.errno(),
+        EPERM,
+        "the policy no longer holds: {mounted:?}"
+    );
+}
+
 fn deny(cgroup: &Cgroup, ops: &str, arm: &str) {
     enforcer_ok(&[
         "attach",
@@ -67,18 +84,7 @@ fn a_covered_process_gets_no_descriptor_for_the_enforcers_objects() {
             "no {kind} of the enforcer was refused: {report}"
         );
     }
-    // The policy is still in force.
-    let scratch = Scratch::new("sec-tamper-ids");
-    let mounted = probe(
-        Some(&cgroup),
-        &[
-            "--unshare-mount",
-            "yes",
-            "mount-tmpfs",
-            &scratch.path("dst"),
-        ],
-    );
-    assert_eq!(mounted.errno(), EPERM, "{mounted:?}");
+    assert_mount_refused(&cgroup, "sec-tamper-ids");
     let events = tamper_events(&tail, attack.pid());
     assert!(
         events.iter().any(|e| e["enforcer"]["hook"] == "bpf_map")
@@ -117,18 +123,7 @@ fn a_covered_process_cannot_use_or_remove_the_pins() {
     for attempt in [&got, &detached, &unpinned, &renamed] {
         assert_eq!(tamper_events(&tail, attempt.pid()).len(), 1, "{attempt:?}");
     }
-    // sb_mount still enforces.
-    let scratch = Scratch::new("sec-tamper-pins");
-    let mounted = probe(
-        Some(&cgroup),
-        &[
-            "--unshare-mount",
-            "yes",
-            "mount-tmpfs",
-            &scratch.path("dst"),
-        ],
-    );
-    assert_eq!(mounted.errno(), EPERM, "{mounted:?}");
+    assert_mount_refused(&cgroup, "sec-tamper-pins");
 }
 
 /// A covered process cannot load a BPF LSM program (one would run beside the enforcer's and

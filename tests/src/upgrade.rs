@@ -29,17 +29,26 @@ const PIN_BASE: &str = "/sys/fs/bpf/enforcer";
 const LINKS_V1: &str = "/sys/fs/bpf/enforcer/v1/links";
 const LINKS_V2: &str = "/sys/fs/bpf/enforcer/v2/links";
 /// The hooks, by program name; the variant build changes `capable` only.
-/// Every program's link pin, sorted (the LSM programs and workload arming's).
-const PROGRAMS: [&str; 12] = [
+/// Every program's link pin, sorted (the LSM programs, tamper protection's and workload
+/// arming's).
+const PROGRAMS: [&str; 20] = [
     "arm_attach",
     "arm_exec",
     "arm_fork",
     "arm_free",
     "arm_move",
+    "bpf",
+    "bpf_map",
+    "bpf_prog",
     "capable",
+    "inode_rename",
+    "inode_rmdir",
+    "inode_unlink",
     "key_alloc",
     "key_permission",
     "move_mount",
+    "ptrace_access",
+    "ptrace_traceme",
     "sb_mount",
     "sb_pivotroot",
     "sb_umount",

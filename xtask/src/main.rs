@@ -49,7 +49,7 @@ struct TestArgs {
     #[arg(long)]
     verbose: bool,
     /// Per-kernel limit in seconds (QEMU is killed past it).
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 1200)]
     timeout: u64,
     /// Extra kernel command line word for the VM (repeatable), e.g. `lsm=capability`.
     #[arg(long = "kernel-arg", value_name = "WORD")]
