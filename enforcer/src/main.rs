@@ -82,6 +82,11 @@ enum Exit {
     AmbiguousContainer = 11,
     /// The action needs a layer the request did not select (`--deny` with `--layer syscall`).
     NotInLayer = 12,
+    /// A command with state to undo was stopped by a signal and undid it first: 128 + the
+    /// signal's number, what a shell reports for a process the signal ended.
+    Hangup = 129,
+    Interrupted = 130,
+    Terminated = 143,
 }
 
 /// An error that is the user's to fix, with its exit code.
@@ -127,6 +132,19 @@ impl ExitError {
     pub fn not_in_layer(message: String) -> Self {
         Self {
             code: Exit::NotInLayer,
+            message,
+        }
+    }
+
+    /// `signal` stopped the command, which cleaned up before exiting.
+    pub fn interrupted(signal: nix::sys::signal::Signal, message: String) -> Self {
+        use nix::sys::signal::Signal;
+        Self {
+            code: match signal {
+                Signal::SIGHUP => Exit::Hangup,
+                Signal::SIGTERM => Exit::Terminated,
+                _ => Exit::Interrupted,
+            },
             message,
         }
     }

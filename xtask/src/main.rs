@@ -235,6 +235,9 @@ fn test(args: TestArgs) -> Result<ExitCode> {
             "integration-tests",
             "--test",
             "host_syscall",
+            // The operator's CLI (signals, paths, leftovers), each in a bpffs of its own.
+            "--test",
+            "host_ops",
         ]))
         .context("native syscall-layer tests failed")?;
     }

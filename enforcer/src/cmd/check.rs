@@ -143,6 +143,9 @@ impl Check {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    // The self-test sets a policy and may install the programs: a Ctrl-C, SIGTERM or SIGHUP waits
+    // until everything it made is removed again.
+    let held = cmd::signals::Held::new().context("cannot hold back termination signals")?;
     let mut checks: Vec<Check> = Vec::new();
     let mut report = |check: Check| {
         if !args.json {
@@ -192,6 +195,12 @@ pub fn run(args: Args) -> Result<()> {
         println!("{}", mode.line());
     }
     checks.push(mode);
+    if let Some(signal) = held.pending() {
+        anyhow::bail!(ExitError::interrupted(
+            signal,
+            format!("interrupted by {signal}: everything the self-test made is removed again")
+        ));
+    }
 
     let failed: Vec<&str> = checks
         .iter()

@@ -7,4 +7,5 @@ pub mod debug;
 pub mod detach;
 pub mod list;
 pub mod record;
+pub mod signals;
 pub mod tail;

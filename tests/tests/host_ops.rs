@@ -1,0 +1,285 @@
+//! The operator's side of the CLI, natively on the host: what a first session on a node trips
+//! over (an interrupted `record`, relative cgroup paths, a failing `apply`, `check`'s advice, the
+//! leftovers of `check` and `reset`, completions and the man page).
+//!
+//! Each test that changes BPF state works in a mount namespace of its own with a fresh bpffs on
+//! /sys/fs/bpf, so its pins are its own: a test may `reset` or unmount bpffs without touching
+//! the host's pins (or a concurrently running suite's). The syscall layer's programs it attaches
+//! still run machine-wide, but only for the test's own cgroups. Cgroups are made under the host's
+//! cgroup v2 mount and removed on drop. The tests run one at a time (`SERIAL`).
+use std::{
+    env, fs,
+    io::{BufRead, BufReader, Read},
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    process::{Child, ChildStderr, Command, Output, Stdio},
+    sync::{Mutex, MutexGuard},
+    thread,
+    time::{Duration, Instant},
+};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Runs the test body as root with the tests serialised, or says why it is skipped.
+fn native() -> Option<MutexGuard<'static, ()>> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: the operator host tests need root (run `cargo xtask test` as root)");
+        return None;
+    }
+    Some(
+        SERIAL
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()),
+    )
+}
+
+/// `ENFORCER_BIN`, else the enforcer built beside the test binaries (`cargo xtask test` builds
+/// it).
+fn enforcer_bin() -> PathBuf {
+    if let Some(bin) = env::var_os("ENFORCER_BIN") {
+        return bin.into();
+    }
+    let bin = Path::new(env!("CARGO_BIN_EXE_probe")).with_file_name("enforcer");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (`cargo build -p enforcer`) or set ENFORCER_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// The cgroup v2 mount: /sys/fs/cgroup/unified on a hybrid host, else /sys/fs/cgroup.
+fn cgroup_root() -> PathBuf {
+    for dir in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
+        if Path::new(dir).join("cgroup.procs").exists()
+            && nix::sys::statfs::statfs(dir)
+                .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        {
+            return dir.into();
+        }
+    }
+    panic!("no cgroup v2 mount at /sys/fs/cgroup/unified or /sys/fs/cgroup");
+}
+
+/// A test cgroup directly under the cgroup v2 mount, removed on drop (its policy goes with the
+/// namespace's bpffs).
+struct Cgroup {
+    name: String,
+    path: PathBuf,
+}
+
+impl Cgroup {
+    fn new(name: &str) -> Self {
+        let path = cgroup_root().join(name);
+        let _ = fs::remove_dir(path.join(name));
+        let _ = fs::remove_dir(&path);
+        fs::create_dir(&path).unwrap_or_else(|err| panic!("mkdir {}: {err}", path.display()));
+        Self {
+            name: name.to_owned(),
+            path,
+        }
+    }
+
+    fn arg(&self) -> &str {
+        self.path.to_str().expect("utf-8")
+    }
+
+    fn id(&self) -> u64 {
+        fs::metadata(&self.path).expect("stat cgroup").ino()
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir(self.path.join(&self.name));
+        let _ = fs::remove_dir(&self.path);
+    }
+}
+
+/// A mount namespace kept alive by a `sleep`, with a fresh bpffs on /sys/fs/bpf (or, with
+/// `bpffs: false`, none at all). Commands run in it through `nsenter`; its files are reachable
+/// from outside through `/proc/<pid>/root`.
+struct Namespace {
+    holder: Child,
+}
+
+impl Namespace {
+    fn new(bpffs: bool) -> Self {
+        let mount = if bpffs {
+            "mount -t bpf bpf /sys/fs/bpf"
+        } else {
+            "true"
+        };
+        let script = format!(
+            "while mountpoint -q /sys/fs/bpf; do umount /sys/fs/bpf || exit 1; done; {mount} || exit 1; echo ready; exec sleep infinity"
+        );
+        let mut holder = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start unshare");
+        let mut line = String::new();
+        BufReader::new(holder.stdout.take().expect("holder stdout"))
+            .read_line(&mut line)
+            .expect("read holder");
+        assert_eq!(line.trim(), "ready", "the namespace was not set up");
+        Self { holder }
+    }
+
+    /// A path inside the namespace, seen from outside.
+    fn path(&self, inside: &str) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root{inside}", self.holder.id()))
+    }
+
+    /// `enforcer ARGS` in the namespace, with its working directory `cwd` (`/` if none).
+    fn enforcer(&self, cwd: Option<&Path>, args: &[&str]) -> Command {
+        let mut command = Command::new("nsenter");
+        command
+            .arg("--target")
+            .arg(self.holder.id().to_string())
+            .arg("--mount")
+            .arg(format!(
+                "--wdns={}",
+                cwd.unwrap_or(Path::new("/")).display()
+            ))
+            .arg("--")
+            .arg(enforcer_bin())
+            .args(args);
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_in(None, args)
+    }
+
+    fn run_in(&self, cwd: Option<&Path>, args: &[&str]) -> Output {
+        self.enforcer(cwd, args).output().expect("run enforcer")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(
+            output.status.success(),
+            "enforcer {args:?}: {}{}",
+            text(&output.stdout),
+            text(&output.stderr)
+        );
+        text(&output.stdout)
+    }
+
+    /// Ids of the cgroups `enforcer list` shows.
+    fn listed(&self) -> Vec<u64> {
+        let list: Value = serde_json::from_str(&self.ok(&["list", "--json"])).expect("list JSON");
+        list["policies"]
+            .as_array()
+            .expect("policies")
+            .iter()
+            .map(|p| p["cgroup_id"].as_u64().expect("id"))
+            .collect()
+    }
+
+    fn syscall_links(&self) -> Vec<PathBuf> {
+        ["sys_enter", "sys_exit"]
+            .iter()
+            .map(|name| self.path(&format!("/sys/fs/bpf/enforcer/v1/links/{name}")))
+            .filter(|link| fs::symlink_metadata(link).is_ok())
+            .collect()
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        // The namespace, its bpffs and every pin in it go with its last process.
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Reads `stderr` until a line contains `marker`; returns what was read.
+fn read_until(stderr: &mut BufReader<ChildStderr>, marker: &str) -> String {
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        match stderr.read_line(&mut line) {
+            Ok(0) | Err(_) => panic!("no line with {marker:?}; stderr: {seen}"),
+            Ok(_) => {
+                seen += &line;
+                if line.contains(marker) {
+                    return seen;
+                }
+            }
+        }
+    }
+}
+
+/// Waits up to `limit` for `child` to end.
+fn wait_for(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("still running after {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_interrupted_record_removes_its_policy_and_the_syscall_layer() {
+    let Some(_serial) = native() else { return };
+    let ns = Namespace::new(true);
+    let cgroup = Cgroup::new("enforcer-ops-record");
+    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        let mut record = ns
+            .enforcer(
+                None,
+                &["record", "--cgroup", cgroup.arg(), "--duration", "60s"],
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start record");
+        let mut stderr = BufReader::new(record.stderr.take().expect("stderr"));
+        let said = read_until(&mut stderr, "recording");
+        assert_eq!(ns.listed(), [cgroup.id()], "recording: {said}");
+        assert_eq!(ns.syscall_links().len(), 2, "the layer is attached");
+        kill(Pid::from_raw(record.id() as i32), signal).expect("signal record");
+        let status = wait_for(&mut record, Duration::from_secs(10));
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest);
+        assert_eq!(
+            ns.listed(),
+            Vec::<u64>::new(),
+            "{signal}: the recording policy stays ({status}): {rest}"
+        );
+        assert_eq!(
+            ns.syscall_links(),
+            Vec::<PathBuf>::new(),
+            "{signal}: the syscall layer stays attached: {rest}"
+        );
+        assert_eq!(
+            status.code(),
+            Some(128 + signal as i32),
+            "{signal}: exit code: {rest}"
+        );
+        assert!(rest.contains("interrupted"), "{signal}: says so: {rest}");
+    }
+    // And the next recording is not refused.
+    let again = ns.run(&["record", "--cgroup", cgroup.arg(), "--duration", "1s"]);
+    assert!(
+        again.status.success(),
+        "a second record: {}",
+        text(&again.stderr)
+    );
+}
