@@ -283,3 +283,50 @@ fn an_interrupted_record_removes_its_policy_and_the_syscall_layer() {
         text(&again.stderr)
     );
 }
+
+#[test]
+fn a_relative_cgroup_is_relative_to_the_cgroup2_mount_whatever_the_cwd() {
+    let Some(_serial) = native() else { return };
+    let ns = Namespace::new(true);
+    let cgroup = Cgroup::new("enforcer-ops-relative");
+    // A child cgroup of the same name, and a plain directory of that name elsewhere.
+    fs::create_dir(cgroup.path.join(&cgroup.name)).expect("child cgroup");
+    let scratch = env::temp_dir().join(format!("enforcer-ops-cwd-{}", std::process::id()));
+    fs::create_dir_all(scratch.join(&cgroup.name)).expect("plain directory");
+    let expected = format!("attached /{} (id {}):", cgroup.name, cgroup.id());
+    for cwd in [
+        scratch.as_path(),
+        cgroup.path.as_path(),
+        cgroup_root().as_path(),
+        Path::new("/"),
+    ] {
+        let attach = ns.run_in(
+            Some(cwd),
+            &[
+                "attach",
+                "--cgroup",
+                &cgroup.name,
+                "--layer",
+                "syscall",
+                "--audit",
+                "mount",
+            ],
+        );
+        let stdout = text(&attach.stdout);
+        assert!(
+            attach.status.success() && stdout.starts_with(&expected),
+            "from {}: {stdout}{}",
+            cwd.display(),
+            text(&attach.stderr)
+        );
+        let detach = ns.run_in(Some(cwd), &["detach", "--cgroup", &cgroup.name]);
+        assert_eq!(
+            text(&detach.stdout),
+            format!("detached /{}\n", cgroup.name),
+            "from {}: {}",
+            cwd.display(),
+            text(&detach.stderr)
+        );
+    }
+    let _ = fs::remove_dir_all(&scratch);
+}
