@@ -330,3 +330,34 @@ fn a_relative_cgroup_is_relative_to_the_cgroup2_mount_whatever_the_cwd() {
     }
     let _ = fs::remove_dir_all(&scratch);
 }
+
+/// On a kernel that refuses BPF LSM, `apply` fails at the install: nothing may read as applied.
+#[test]
+fn a_failing_apply_prints_nothing_as_applied() {
+    let Some(_serial) = native() else { return };
+    let ns = Namespace::new(true);
+    let cgroup = Cgroup::new("enforcer-ops-apply");
+    let file = env::temp_dir().join(format!("enforcer-ops-apply-{}.yaml", std::process::id()));
+    fs::write(
+        &file,
+        format!(
+            "policies:\n  - cgroup: {}\n    deny: [mount]\n",
+            cgroup.name
+        ),
+    )
+    .expect("write policy file");
+    let apply = ns.run(&["apply", "-f", file.to_str().expect("utf-8")]);
+    let _ = fs::remove_file(&file);
+    if apply.status.success() {
+        eprintln!("SKIPPED: apply works on this kernel (it has BPF LSM)");
+        return;
+    }
+    let (stdout, stderr) = (text(&apply.stdout), text(&apply.stderr));
+    assert_eq!(apply.status.code(), Some(5), "{stdout}{stderr}");
+    assert!(
+        !stdout.contains(&format!("+ /{}", cgroup.name)),
+        "the plan reads as applied: {stdout}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert_eq!(ns.listed(), Vec::<u64>::new());
+}
