@@ -8,6 +8,7 @@ mod events;
 mod kernel_layout;
 mod loader;
 mod policy;
+mod refusal;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -187,7 +188,7 @@ fn exit_code(err: &anyhow::Error) -> Exit {
             return match err {
                 L::NotPrivileged => Exit::NotPrivileged,
                 L::LsmInactive(_)
-                | L::LsmRefused(_)
+                | L::LsmRefused(..)
                 | L::NoBtf(_)
                 | L::KernelLayout(_)
                 | L::MissingHook { .. } => Exit::CannotEnforce,

@@ -361,3 +361,46 @@ fn a_failing_apply_prints_nothing_as_applied() {
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
     assert_eq!(ns.listed(), Vec::<u64>::new());
 }
+
+/// `enforcer check` on a kernel that lists `bpf` among its active LSMs and still refuses BPF LSM
+/// programs (this project's development hosts): the advice must not be to put `bpf` in `lsm=`.
+#[test]
+fn check_names_what_else_refuses_bpf_lsm_when_bpf_is_active() {
+    let Some(_serial) = native() else { return };
+    let ns = Namespace::new(true);
+    let check = ns.run(&["check"]);
+    let stdout = text(&check.stdout);
+    let line = |name: &str| {
+        stdout
+            .lines()
+            .find(|line| line.split_whitespace().nth(1) == Some(name))
+            .unwrap_or_else(|| panic!("no {name} line: {stdout}"))
+            .to_owned()
+    };
+    let (lsm, self_test) = (line("lsm"), line("self-test"));
+    if !lsm.starts_with("ok") || !self_test.contains("EPERM before verification") {
+        eprintln!("SKIPPED: this kernel is not one that refuses BPF LSM with bpf active: {stdout}");
+        return;
+    }
+    assert!(
+        !self_test.contains("lsm="),
+        "bpf is active, yet the fix is to add it: {self_test}"
+    );
+    for candidate in ["lockdown", "seccomp", "another LSM", "dmesg"] {
+        assert!(
+            self_test.contains(candidate),
+            "{candidate} is not named: {self_test}"
+        );
+    }
+    let mode = line("mode");
+    assert!(!mode.contains("see the lsm line"), "{mode}");
+    // attach says the same, through the same error.
+    let cgroup = Cgroup::new("enforcer-ops-check");
+    let attach = ns.run(&["attach", "--cgroup", cgroup.arg(), "--deny", "mount"]);
+    let stderr = text(&attach.stderr);
+    assert_eq!(attach.status.code(), Some(5), "{stderr}");
+    assert!(
+        !stderr.contains("lsm=") && stderr.contains("dmesg"),
+        "{stderr}"
+    );
+}

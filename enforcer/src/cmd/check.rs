@@ -190,7 +190,10 @@ pub fn run(args: Args) -> Result<()> {
     });
 
     let lsm_works = checks.iter().all(|check| check.status != Status::Fail);
-    let mode = mode(lsm_works, privileged);
+    let bpf_active = checks
+        .iter()
+        .any(|check| check.name == LSM && check.status == Status::Ok);
+    let mode = mode(lsm_works, privileged, bpf_active);
     if !args.json {
         println!("{}", mode.line());
     }
@@ -232,7 +235,7 @@ const MODE: &str = "mode";
 
 /// Which mode this host gets (#6): the BPF LSM layer when every check above passed, else the
 /// syscall layer alone when its programs load and attach here, else none.
-fn mode(lsm_works: bool, privileged: bool) -> Check {
+fn mode(lsm_works: bool, privileged: bool, bpf_active: bool) -> Check {
     if lsm_works {
         return Check::ok(
             MODE,
@@ -250,7 +253,12 @@ fn mode(lsm_works: bool, privileged: bool) -> Check {
         Ok(()) => Check::warn(
             MODE,
             "syscall layer only: BPF LSM is unavailable here, but the sys_enter/sys_exit programs load and attach: `enforcer attach --layer syscall --audit OPS|--kill OPS` works (no deny: a tracepoint cannot change a call's result)",
-            "for deny, boot a kernel with BPF LSM (see the lsm line)",
+            if bpf_active {
+                // The lsm line is fine: the self-test line names what refuses the programs.
+                "for deny, remove what refuses BPF LSM programs here (see the self-test line)"
+            } else {
+                "for deny, boot a kernel with BPF LSM (see the lsm line)"
+            },
         ),
         Err(err) => Check::fail(
             MODE,
@@ -382,8 +390,10 @@ fn btf() -> Check {
 
 /// `bpf` in the active LSM list (split on commas: `bpf` must be a whole entry).
 /// `built_with_bpf_lsm` is what the kernel's config file says, when there is one.
+const LSM: &str = "lsm";
+
 fn lsm(active: io::Result<String>, built_with_bpf_lsm: Option<bool>) -> Check {
-    const NAME: &str = "lsm";
+    const NAME: &str = LSM;
     match active {
         Ok(list) if list.split(',').any(|lsm| lsm == "bpf") => {
             Check::ok(NAME, format!("bpf is an active LSM ({list})"))
@@ -515,13 +525,17 @@ impl Failure {
         }
     }
 
-    /// A loader error in its own words (the same line `attach` prints); its fix is the part
-    /// after its last `; `.
+    /// A loader error in its own words (the same line `attach` prints). A refused BPF LSM load
+    /// carries its fix; for the other errors, whose messages end with theirs, it is the part
+    /// after the last `; `.
     fn loader(err: &loader::LoaderError) -> Self {
         let detail = err.to_string();
-        let fix = match detail.rsplit_once("; ") {
-            Some((_, fix)) => fix.to_owned(),
-            None => "see the message".to_owned(),
+        let fix = match err {
+            loader::LoaderError::LsmRefused(_, refusal) => refusal.fix(),
+            _ => match detail.rsplit_once("; ") {
+                Some((_, fix)) => fix.to_owned(),
+                None => "see the message".to_owned(),
+            },
         };
         Self { detail, fix }
     }
@@ -1076,7 +1090,8 @@ mod tests {
             check.line(),
             "fail  lsm         bpf is missing; fix: add lsm=x,bpf"
         );
-        let refused = Failure::loader(&loader::LoaderError::LsmRefused("settime"));
+        let unknown = crate::refusal::Refusal::LsmListUnknown;
+        let refused = Failure::loader(&loader::LoaderError::LsmRefused("settime", unknown));
         let check = Check::fail(SELF_TEST, refused.detail.clone(), refused.fix);
         assert_eq!(
             check.line(),
@@ -1087,6 +1102,15 @@ mod tests {
             check.json()["fix"],
             "boot a kernel with CONFIG_BPF_LSM=y and bpf in lsm="
         );
+        // With bpf active, the fix comes from the typed refusal, not from the message's words.
+        let active = crate::refusal::Refusal::BpfActive {
+            lsms: "capability,bpf".to_owned(),
+            lockdown: None,
+            seccomp: Some(2),
+        };
+        let refused = Failure::loader(&loader::LoaderError::LsmRefused("capable", active.clone()));
+        assert_eq!(refused.fix, active.fix());
+        assert!(!refused.detail.contains("lsm="), "{}", refused.detail);
     }
 
     #[test]
