@@ -404,3 +404,39 @@ fn check_names_what_else_refuses_bpf_lsm_when_bpf_is_active() {
         "{stderr}"
     );
 }
+
+/// With only the syscall layer attached, `debug follow` finds its programs (by the pinned maps
+/// they use, not by name) and keeps following, saying they write no logs.
+#[test]
+fn debug_follow_finds_the_syscall_layers_programs() {
+    let Some(_serial) = native() else { return };
+    let ns = Namespace::new(true);
+    let cgroup = Cgroup::new("enforcer-ops-debug");
+    ns.ok(&[
+        "attach",
+        "--cgroup",
+        cgroup.arg(),
+        "--layer",
+        "syscall",
+        "--audit",
+        "mount",
+    ]);
+    let mut follow = ns
+        .enforcer(None, &["debug", "follow"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start debug follow");
+    let mut stderr = BufReader::new(follow.stderr.take().expect("stderr"));
+    let mut first = String::new();
+    stderr.read_line(&mut first).expect("read stderr");
+    thread::sleep(Duration::from_millis(500));
+    let running = follow.try_wait().expect("wait").is_none();
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(running, "debug follow ended: {first}");
+    assert!(
+        first.contains("sys_enter") && first.contains("sys_exit"),
+        "names the programs it found: {first}"
+    );
+    ns.ok(&["detach", "--cgroup", cgroup.arg()]);
+}
