@@ -251,7 +251,10 @@ fn test_overrides(
 
 fn reset() -> anyhow::Result<()> {
     let lock = loader::lock()?;
-    if loader::reset(&lock)? {
+    let removed = loader::reset(&lock)?;
+    // The directory of the layouts too, when nothing else (another layout scheme) is in it.
+    let _ = std::fs::remove_dir(loader::PIN_BASE);
+    if removed {
         println!("removed every enforcer program, map and policy");
     } else {
         println!("nothing to remove");

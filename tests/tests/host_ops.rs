@@ -440,3 +440,67 @@ fn debug_follow_finds_the_syscall_layers_programs() {
     );
     ns.ok(&["detach", "--cgroup", cgroup.arg()]);
 }
+
+/// The mount points of the namespace (mountinfo's fifth field, with the filesystem type).
+fn mounts(ns: &Namespace) -> Vec<String> {
+    let mountinfo =
+        fs::read_to_string(format!("/proc/{}/mountinfo", ns.holder.id())).expect("mountinfo");
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            Some(format!(
+                "{} {}",
+                left.split(' ').nth(4)?,
+                right.split(' ').next()?
+            ))
+        })
+        .collect()
+}
+
+/// `check` removes what it made: the bpffs and securityfs it mounted, the pin directories it
+/// created (on a kernel that refuses BPF LSM it pins nothing that stays).
+#[test]
+fn check_leaves_no_mount_and_no_pin_directory() {
+    let Some(_serial) = native() else { return };
+    for bpffs in [false, true] {
+        let ns = Namespace::new(bpffs);
+        let before = mounts(&ns);
+        let check = ns.run(&["check"]);
+        let stdout = text(&check.stdout);
+        if check.status.success() {
+            eprintln!("SKIPPED: BPF LSM works here, so check's programs may stay: {stdout}");
+            return;
+        }
+        assert_eq!(
+            mounts(&ns),
+            before,
+            "bpffs mounted before: {bpffs}: {stdout}"
+        );
+        assert!(
+            !ns.path("/sys/fs/bpf/enforcer").exists(),
+            "bpffs mounted before: {bpffs}: a pin directory stays: {stdout}"
+        );
+    }
+}
+
+/// `reset` removes the pin directory itself, not only the layouts in it.
+#[test]
+fn reset_removes_the_pin_directory() {
+    let Some(_serial) = native() else { return };
+    let ns = Namespace::new(true);
+    let cgroup = Cgroup::new("enforcer-ops-reset");
+    ns.ok(&[
+        "attach",
+        "--cgroup",
+        cgroup.arg(),
+        "--layer",
+        "syscall",
+        "--audit",
+        "mount",
+    ]);
+    assert!(ns.path("/sys/fs/bpf/enforcer/v1/maps").exists());
+    ns.ok(&["reset"]);
+    assert!(!ns.path("/sys/fs/bpf/enforcer").exists());
+    assert_eq!(ns.syscall_links(), Vec::<PathBuf>::new());
+}

@@ -26,6 +26,8 @@ use serde_json::{Value, json};
 
 use crate::{ExitError, cgroup, cmd, loader, policy};
 
+mod leftovers;
+
 #[derive(clap::Args)]
 pub struct Args {
     /// One JSON document: `{"ok": bool, "checks": [{"name", "status", "detail", "fix"}]}`.
@@ -146,6 +148,8 @@ pub fn run(args: Args) -> Result<()> {
     // The self-test sets a policy and may install the programs: a Ctrl-C, SIGTERM or SIGHUP waits
     // until everything it made is removed again.
     let held = cmd::signals::Held::new().context("cannot hold back termination signals")?;
+    // What the checks below mount on their way is unmounted again at the end.
+    let mounted = leftovers::Mounted::now();
     let mut checks: Vec<Check> = Vec::new();
     let mut report = |check: Check| {
         if !args.json {
@@ -186,7 +190,7 @@ pub fn run(args: Args) -> Result<()> {
             "fix the privileges line first",
         ),
         (true, Err(err)) => Check::fail(SELF_TEST, "not run: no cgroup v2 mount", err.to_string()),
-        (true, Ok(root)) => self_test(&root),
+        (true, Ok(root)) => self_test(&root, &mounted),
     });
 
     let lsm_works = checks.iter().all(|check| check.status != Status::Fail);
@@ -198,6 +202,7 @@ pub fn run(args: Args) -> Result<()> {
         println!("{}", mode.line());
     }
     checks.push(mode);
+    mounted.restore_securityfs();
     if let Some(signal) = held.pending() {
         anyhow::bail!(ExitError::interrupted(
             signal,
@@ -580,7 +585,7 @@ const ATTEMPTS: [Attempt; 3] = [
     },
 ];
 
-fn self_test(root: &Path) -> Check {
+fn self_test(root: &Path, mounted: &leftovers::Mounted) -> Check {
     let lock = match loader::lock() {
         Ok(lock) => lock,
         Err(err) => {
@@ -592,6 +597,7 @@ fn self_test(root: &Path) -> Check {
     let mut made = Made::default();
     let result = confirm_enforcement(&lock, root, &mut made);
     let (notes, problems) = clean_up(&lock, made, installed_before);
+    mounted.restore_bpffs(&lock);
     let mut tail = String::new();
     for part in problems.iter().chain(&notes) {
         tail += "; ";
