@@ -12,7 +12,7 @@ mod refusal;
 
 use std::{path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
@@ -54,6 +54,12 @@ enum Command {
     Apply(cmd::apply::Args),
     /// Kernel-side debug logs: switch them on or off, or follow them.
     Debug(cmd::debug::Args),
+    /// Print this binary's version and commit, its BPF object's build and the build pinned here.
+    Version,
+    /// Print a shell completion script (`source <(enforcer completion bash)`).
+    Completion(cmd::meta::CompletionArgs),
+    /// Print the man page in roff (`enforcer man | man -l -`), or write every page (`--dir`).
+    Man(cmd::meta::ManArgs),
     /// Benches only: event mode of the programs (`normal`, `none`, `wakeup-each`).
     #[command(hide = true)]
     BenchEvents { mode: String },
@@ -200,8 +206,14 @@ fn exit_code(err: &anyhow::Error) -> Exit {
     Exit::Failure
 }
 
+/// The command line, with the operation names and examples (from the operations table) at the
+/// end of `--help`.
+fn command() -> clap::Command {
+    Cli::command().after_help(cmd::meta::after_help())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|err| err.exit());
     if let Err(err) = test_overrides(cli.bpf_object.as_deref(), cli.test_layout) {
         eprintln!("enforcer: {err}");
         return ExitCode::from(Exit::Failure as u8);
@@ -218,6 +230,9 @@ fn main() -> ExitCode {
         Command::CheckChild(args) => cmd::check::child(args),
         Command::Apply(args) => cmd::apply::run(args),
         Command::Debug(args) => cmd::debug::run(args),
+        Command::Version => cmd::meta::version(),
+        Command::Completion(args) => cmd::meta::completion(args, command()),
+        Command::Man(args) => cmd::meta::man(args, command()),
         Command::BenchEvents { mode } => bench_events(&mode),
         Command::BenchEmpty { hook } => loader::attach_empty(&hook)
             .map(|path| {

@@ -9,7 +9,7 @@
 //! cgroup v2 mount and removed on drop. The tests run one at a time (`SERIAL`).
 use std::{
     env, fs,
-    io::{BufRead, BufReader, Read},
+    io::{BufRead, BufReader, Read, Write},
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     process::{Child, ChildStderr, Command, Output, Stdio},
@@ -503,4 +503,184 @@ fn reset_removes_the_pin_directory() {
     ns.ok(&["reset"]);
     assert!(!ns.path("/sys/fs/bpf/enforcer").exists());
     assert_eq!(ns.syscall_links(), Vec::<PathBuf>::new());
+}
+
+/// `enforcer ARGS` outside any namespace (for what needs no BPF state).
+fn plain(args: &[&str]) -> Output {
+    Command::new(enforcer_bin())
+        .args(args)
+        .output()
+        .expect("run enforcer")
+}
+
+/// `apply -f -` reads the policy file from stdin, as `record --suggest | enforcer apply -f -`.
+#[test]
+fn apply_reads_the_file_from_stdin() {
+    let Some(_serial) = native() else { return };
+    let ns = Namespace::new(true);
+    let cgroup = Cgroup::new("enforcer-ops-stdin");
+    let mut apply = ns
+        .enforcer(None, &["apply", "--dry-run", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start apply");
+    apply
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(
+            format!(
+                "policies:\n  - cgroup: {}\n    audit: [mount]\n",
+                cgroup.name
+            )
+            .as_bytes(),
+        )
+        .expect("write stdin");
+    let output = apply.wait_with_output().expect("apply");
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+    assert!(
+        stdout.starts_with(&format!("+ /{} (id {}): ", cgroup.name, cgroup.id())),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("dry run: nothing changed\n"), "{stdout}");
+}
+
+/// The bash completion script loads in a plain bash and completes subcommands, options and
+/// operation names.
+#[test]
+fn bash_completion_completes_subcommands_and_operations() {
+    let script = plain(&["completion", "bash"]);
+    assert!(script.status.success(), "{}", text(&script.stderr));
+    let dir = env::temp_dir().join(format!("enforcer-ops-completion-{}", std::process::id()));
+    fs::create_dir_all(&dir).expect("mkdir");
+    let file = dir.join("enforcer.bash");
+    fs::write(&file, &script.stdout).expect("write script");
+    // COMP_WORDS as bash fills them for `enforcer <words>`, the cursor on the last word.
+    let complete = |words: &str| {
+        let body = format!(
+            "set -e; source {}; complete -p enforcer >/dev/null; COMP_WORDS=(enforcer {words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); COMP_LINE=\"${{COMP_WORDS[*]}}\"; COMP_POINT=${{#COMP_LINE}}; _enforcer enforcer \"${{COMP_WORDS[-1]}}\" \"${{COMP_WORDS[-2]}}\"; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            file.display()
+        );
+        let out = Command::new("bash")
+            .args(["--norc", "--noprofile", "-c", &body])
+            .output()
+            .expect("bash");
+        assert!(
+            out.status.success(),
+            "{words}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let subcommands = complete("''");
+    for name in [
+        "attach",
+        "detach",
+        "list",
+        "tail",
+        "record",
+        "check",
+        "apply",
+        "completion",
+        "man",
+        "version",
+    ] {
+        assert!(
+            subcommands.iter().any(|word| word == name),
+            "{name}: {subcommands:?}"
+        );
+    }
+    assert!(
+        !subcommands.iter().any(|word| word == "check-child"),
+        "hidden commands are not offered: {subcommands:?}"
+    );
+    assert_eq!(complete("at"), ["attach"]);
+    assert!(complete("attach --d").contains(&"--deny".to_owned()));
+    assert_eq!(
+        complete("attach --deny ''"),
+        ["mount", "keyctl", "settime", "all"]
+    );
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// The man page is roff that `man` (or groff) renders, naming every subcommand.
+#[test]
+fn the_man_page_renders() {
+    let page = plain(&["man"]);
+    assert!(page.status.success(), "{}", text(&page.stderr));
+    let roff = text(&page.stdout);
+    assert!(roff.contains(".TH enforcer 8"), "{roff}");
+    for name in ["attach", "record", "apply", "completion", "version"] {
+        assert!(roff.contains(name), "{name} is not in the page");
+    }
+    let render = |program: &str, args: &[&str]| {
+        let mut child = Command::new(program)
+            .args(args)
+            .env("MANWIDTH", "100")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .ok()?;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(&page.stdout)
+            .ok()?;
+        let out = child.wait_with_output().ok()?;
+        assert!(out.status.success(), "{program}: {}", text(&out.stderr));
+        Some(text(&out.stdout))
+    };
+    let rendered = render("man", &["-l", "-"]).or_else(|| render("groff", &["-man", "-Tutf8"]));
+    match rendered {
+        Some(text) => assert!(
+            text.contains("attach") && text.contains("SUBCOMMANDS"),
+            "{text}"
+        ),
+        None => eprintln!("neither man nor groff is installed: only the roff was checked"),
+    }
+}
+
+/// `enforcer version`: the crate version, the commit, this binary's BPF object build, and what is
+/// pinned (nothing, in a fresh bpffs).
+#[test]
+fn version_names_the_commit_and_the_builds() {
+    let Some(_serial) = native() else { return };
+    let ns = Namespace::new(true);
+    let version = ns.ok(&["version"]);
+    let lines: Vec<&str> = version.lines().collect();
+    assert_eq!(lines.len(), 4, "{version}");
+    assert!(lines[0].starts_with("enforcer 0."), "{version}");
+    let commit = lines[1].strip_prefix("commit      ").expect("commit line");
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| text(&out.stdout).trim().to_owned());
+    match head {
+        // The binary may be a commit behind the tree while a change is being made.
+        Some(head) => assert!(
+            commit.len() == 12 && commit.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{commit} (HEAD is {head})"
+        ),
+        None => assert_eq!(commit, "unknown"),
+    }
+    let build = lines[2]
+        .strip_prefix("bpf object  build ")
+        .expect("bpf object line");
+    assert!(
+        build.len() == 16 && build.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{version}"
+    );
+    assert_eq!(lines[3], "pinned      none", "{version}");
 }

@@ -17,7 +17,7 @@ use crate::{
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The policy file (YAML; format in the README).
+    /// The policy file (YAML; format in the README), or `-` for stdin.
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: PathBuf,
     /// Print what would change, change nothing.
@@ -83,8 +83,19 @@ pub fn run(args: Args) -> Result<()> {
 
 /// Reads and checks the whole file; nothing is touched yet.
 pub fn validate(args: &Args) -> Result<Desired> {
-    let shown = args.file.display().to_string();
-    let text = std::fs::read_to_string(&args.file).map_err(|err| policy::PolicyError::File {
+    // `-f -` reads the file from stdin (`enforcer record --suggest | enforcer apply -f -`).
+    let stdin = args.file.as_os_str() == "-";
+    let shown = if stdin {
+        "<stdin>".to_owned()
+    } else {
+        args.file.display().to_string()
+    };
+    let read = if stdin {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(&args.file)
+    };
+    let text = read.map_err(|err| policy::PolicyError::File {
         file: shown.clone(),
         message: format!("cannot read it ({err})"),
     })?;
