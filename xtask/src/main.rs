@@ -269,9 +269,12 @@ fn test(args: TestArgs) -> Result<ExitCode> {
             "integration-tests",
             "--test",
             "host_syscall",
-            // The operator's CLI (signals, paths, leftovers), each in a bpffs of its own.
+            // The operator's CLI: signals, paths, leftovers (each in a bpffs of its own), then
+            // completions and the man page.
             "--test",
             "host_ops",
+            "--test",
+            "host_cli",
         ]))
         .context("native syscall-layer tests failed")?;
     }
