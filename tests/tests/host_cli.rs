@@ -39,8 +39,8 @@ fn text(bytes: &[u8]) -> String {
 fn bash_completion_completes_subcommands_and_operations() {
     let script = plain(&["completion", "bash"]);
     assert!(script.status.success(), "{}", text(&script.stderr));
-    let dir = env::temp_dir().join(format!("enforcer-ops-completion-{}", std::process::id()));
-    fs::create_dir_all(&dir).expect("mkdir");
+    let scratch = Scratch::new("enforcer-ops-completion");
+    let dir = &scratch.0;
     let file = dir.join("enforcer.bash");
     fs::write(&file, &script.stdout).expect("write script");
     // COMP_WORDS as bash fills them for `enforcer <words>`, the cursor on the last word.
@@ -92,7 +92,6 @@ fn bash_completion_completes_subcommands_and_operations() {
         complete("attach --deny ''"),
         ["mount", "keyctl", "settime", "all"]
     );
-    let _ = fs::remove_dir_all(&dir);
 }
 
 /// The man page is roff that `man` (or groff) renders, naming every subcommand.
@@ -131,5 +130,22 @@ fn the_man_page_renders() {
             "{text}"
         ),
         None => eprintln!("neither man nor groff is installed: only the roff was checked"),
+    }
+}
+
+/// A directory under the temporary directory, removed on drop (a failed test included).
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir = env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap_or_else(|err| panic!("mkdir {}: {err}", dir.display()));
+        Self(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
     }
 }

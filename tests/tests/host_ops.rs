@@ -291,7 +291,8 @@ fn a_relative_cgroup_is_relative_to_the_cgroup2_mount_whatever_the_cwd() {
     let cgroup = Cgroup::new("enforcer-ops-relative");
     // A child cgroup of the same name, and a plain directory of that name elsewhere.
     fs::create_dir(cgroup.path.join(&cgroup.name)).expect("child cgroup");
-    let scratch = env::temp_dir().join(format!("enforcer-ops-cwd-{}", std::process::id()));
+    let scratch = Scratch::new("enforcer-ops-cwd");
+    let scratch = &scratch.0;
     fs::create_dir_all(scratch.join(&cgroup.name)).expect("plain directory");
     let expected = format!("attached /{} (id {}):", cgroup.name, cgroup.id());
     for cwd in [
@@ -328,7 +329,6 @@ fn a_relative_cgroup_is_relative_to_the_cgroup2_mount_whatever_the_cwd() {
             text(&detach.stderr)
         );
     }
-    let _ = fs::remove_dir_all(&scratch);
 }
 
 /// On a kernel that refuses BPF LSM, `apply` fails at the install: nothing may read as applied.
@@ -574,4 +574,21 @@ fn version_names_the_commit_and_the_builds() {
         "{version}"
     );
     assert_eq!(lines[3], "pinned      none", "{version}");
+}
+
+/// A directory under the temporary directory, removed on drop (a failed test included).
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir = env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap_or_else(|err| panic!("mkdir {}: {err}", dir.display()));
+        Self(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
 }
