@@ -8,6 +8,7 @@ use std::{
 const FIX: &str = "run `cargo xtask bootstrap` to install it";
 
 fn main() {
+    git_commit();
     println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
     println!("cargo:rerun-if-env-changed=ENFORCER_CACHE");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
@@ -75,4 +76,37 @@ fn cache_dir() -> PathBuf {
     }
     let home = env::var_os("HOME").unwrap_or_else(|| "/root".into());
     PathBuf::from(home).join(".cache").join("enforcer")
+}
+
+/// `ENFORCER_GIT_COMMIT` for `enforcer version`: the commit the source is at, or `unknown` when
+/// git (or the repository) is not there, as in a source tarball. Rebuilt when HEAD moves.
+fn git_commit() {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+            .filter(|text| !text.is_empty())
+    };
+    let commit = git(&["rev-parse", "--short=12", "HEAD"]);
+    if commit.is_some() {
+        // HEAD, and the branch it points at (paths as git resolves them, worktrees included).
+        for path in ["HEAD", "refs/heads", "packed-refs"] {
+            if let Some(file) = git(&["rev-parse", "--path-format=absolute", "--git-path", path]) {
+                println!("cargo:rerun-if-changed={file}");
+            }
+        }
+        if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"])
+            && let Some(file) = git(&["rev-parse", "--path-format=absolute", "--git-path", &branch])
+        {
+            println!("cargo:rerun-if-changed={file}");
+        }
+    }
+    println!(
+        "cargo:rustc-env=ENFORCER_GIT_COMMIT={}",
+        commit.as_deref().unwrap_or("unknown")
+    );
 }

@@ -72,7 +72,11 @@ pub fn resolve(spec: &str) -> Result<Cgroup, CgroupError> {
 }
 
 fn from_path(root: &Path, spec: &Path) -> Result<Cgroup, CgroupError> {
-    let candidate = if spec.exists() {
+    // A relative path is below the cgroup2 mount, never below the current directory (which
+    // would make the same command name another cgroup, or a plain directory, depending on where
+    // it runs). An absolute path that does not exist is read as relative to the mount too
+    // (`/kubepods.slice/...`).
+    let candidate = if spec.is_absolute() && spec.exists() {
         spec.to_path_buf()
     } else {
         root.join(spec.strip_prefix("/").unwrap_or(spec))

@@ -90,9 +90,9 @@ pub enum LoaderError {
     )]
     LsmInactive(String),
     #[error(
-        "this kernel refused to load the BPF LSM program '{0}' (EPERM before verification): BPF LSM programs cannot run here; boot a kernel with CONFIG_BPF_LSM=y and bpf in lsm="
+        "this kernel refused to load the BPF LSM program '{0}' (EPERM before verification): {1}"
     )]
-    LsmRefused(&'static str),
+    LsmRefused(&'static str, crate::refusal::Refusal),
     #[error("the kernel has no LSM hook '{hook}' for program '{program}': {source}")]
     MissingHook {
         program: &'static str,
@@ -999,7 +999,7 @@ fn classify_load_error(
         ProgramError::LoadError { io_error, .. }
             if io_error.raw_os_error() == Some(libc::EPERM) =>
         {
-            LoaderError::LsmRefused(program)
+            LoaderError::LsmRefused(program, crate::refusal::Refusal::find())
         }
         ProgramError::Btf(_) => LoaderError::MissingHook {
             program,

@@ -9,10 +9,11 @@ mod kernel_layout;
 mod loader;
 mod policy;
 mod protect;
+mod refusal;
 
 use std::{path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
@@ -54,6 +55,12 @@ enum Command {
     Apply(cmd::apply::Args),
     /// Kernel-side debug logs: switch them on or off, or follow them.
     Debug(cmd::debug::Args),
+    /// Print this binary's version and commit, its BPF object's build and the build pinned here.
+    Version,
+    /// Print a shell completion script (`source <(enforcer completion bash)`).
+    Completion(cmd::meta::CompletionArgs),
+    /// Print the man page in roff (`enforcer man | man -l -`), or write every page (`--dir`).
+    Man(cmd::meta::ManArgs),
     /// Benches only: event mode of the programs (`normal`, `none`, `wakeup-each`).
     #[command(hide = true)]
     BenchEvents { mode: String },
@@ -83,6 +90,11 @@ enum Exit {
     AmbiguousContainer = 11,
     /// The action needs a layer the request did not select (`--deny` with `--layer syscall`).
     NotInLayer = 12,
+    /// A command with state to undo was stopped by a signal and undid it first: 128 + the
+    /// signal's number, what a shell reports for a process the signal ended.
+    Hangup = 129,
+    Interrupted = 130,
+    Terminated = 143,
 }
 
 /// An error that is the user's to fix, with its exit code.
@@ -132,6 +144,19 @@ impl ExitError {
         }
     }
 
+    /// `signal` stopped the command, which cleaned up before exiting.
+    pub fn interrupted(signal: nix::sys::signal::Signal, message: String) -> Self {
+        use nix::sys::signal::Signal;
+        Self {
+            code: match signal {
+                Signal::SIGHUP => Exit::Hangup,
+                Signal::SIGTERM => Exit::Terminated,
+                _ => Exit::Interrupted,
+            },
+            message,
+        }
+    }
+
     pub fn cannot_enforce(message: String) -> Self {
         Self {
             code: Exit::CannotEnforce,
@@ -170,7 +195,7 @@ fn exit_code(err: &anyhow::Error) -> Exit {
             return match err {
                 L::NotPrivileged => Exit::NotPrivileged,
                 L::LsmInactive(_)
-                | L::LsmRefused(_)
+                | L::LsmRefused(..)
                 | L::NoBtf(_)
                 | L::KernelLayout(_)
                 | L::MissingHook { .. } => Exit::CannotEnforce,
@@ -182,8 +207,14 @@ fn exit_code(err: &anyhow::Error) -> Exit {
     Exit::Failure
 }
 
+/// The command line, with the operation names and examples (from the operations table) at the
+/// end of `--help`.
+fn command() -> clap::Command {
+    Cli::command().after_help(cmd::meta::after_help())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|err| err.exit());
     if let Err(err) = test_overrides(cli.bpf_object.as_deref(), cli.test_layout) {
         eprintln!("enforcer: {err}");
         return ExitCode::from(Exit::Failure as u8);
@@ -200,6 +231,9 @@ fn main() -> ExitCode {
         Command::CheckChild(args) => cmd::check::child(args),
         Command::Apply(args) => cmd::apply::run(args),
         Command::Debug(args) => cmd::debug::run(args),
+        Command::Version => cmd::meta::version(),
+        Command::Completion(args) => cmd::meta::completion(args, command()),
+        Command::Man(args) => cmd::meta::man(args, command()),
         Command::BenchEvents { mode } => bench_events(&mode),
         Command::BenchEmpty { hook } => loader::attach_empty(&hook)
             .map(|path| {
@@ -233,7 +267,10 @@ fn test_overrides(
 
 fn reset() -> anyhow::Result<()> {
     let lock = loader::lock()?;
-    if loader::reset(&lock)? {
+    let removed = loader::reset(&lock)?;
+    // The directory of the layouts too, when nothing else (another layout scheme) is in it.
+    let _ = std::fs::remove_dir(loader::PIN_BASE);
+    if removed {
         println!("removed every enforcer program, map and policy");
     } else {
         println!("nothing to remove");

@@ -84,6 +84,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Build => {
             toolchain::bootstrap()?;
             cmd::run(toolchain::cargo()?.args(["build", "--release"]))?;
+            install_docs()?;
         }
         Cmd::BuildGuest => {
             toolchain::bootstrap()?;
@@ -190,6 +191,39 @@ fn plan_boots(filter: Option<&str>, names: &[String]) -> Result<Vec<Boot>> {
     Ok(boots)
 }
 
+/// Writes the man pages and the shell completions of the release binary beside it, and says
+/// where everything is.
+fn install_docs() -> Result<()> {
+    let release = workspace_root().join("target/release");
+    let enforcer = release.join("enforcer");
+    let man = release.join("man/man8");
+    cmd::output(Command::new(&enforcer).arg("man").arg("--dir").arg(&man))?;
+    let completions = release.join("completions");
+    std::fs::create_dir_all(&completions)
+        .with_context(|| format!("cannot create {}", completions.display()))?;
+    for (shell, file) in [
+        ("bash", "enforcer.bash"),
+        ("zsh", "_enforcer"),
+        ("fish", "enforcer.fish"),
+    ] {
+        let script = cmd::output(Command::new(&enforcer).args(["completion", shell]))?;
+        let path = completions.join(file);
+        std::fs::write(&path, script)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    eprintln!(
+        "built {}
+man pages in {} (`man -l {}/enforcer.8`)
+completions in {} (bash: `source {}/enforcer.bash`)",
+        enforcer.display(),
+        man.display(),
+        man.display(),
+        completions.display(),
+        completions.display()
+    );
+    Ok(())
+}
+
 /// Every test in the VM test executable (it is a static x86_64 binary: it lists on the host).
 fn list_vm_tests(vmtests: &Path) -> Result<Vec<String>> {
     let list = cmd::output(Command::new(vmtests).args(["--list", "--format", "terse"]))?;
@@ -235,6 +269,12 @@ fn test(args: TestArgs) -> Result<ExitCode> {
             "integration-tests",
             "--test",
             "host_syscall",
+            // The operator's CLI: signals, paths, leftovers (each in a bpffs of its own), then
+            // completions and the man page.
+            "--test",
+            "host_ops",
+            "--test",
+            "host_cli",
         ]))
         .context("native syscall-layer tests failed")?;
     }

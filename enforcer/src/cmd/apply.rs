@@ -17,7 +17,7 @@ use crate::{
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The policy file (YAML; format in the README).
+    /// The policy file (YAML; format in the README), or `-` for stdin.
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: PathBuf,
     /// Print what would change, change nothing.
@@ -83,8 +83,19 @@ pub fn run(args: Args) -> Result<()> {
 
 /// Reads and checks the whole file; nothing is touched yet.
 pub fn validate(args: &Args) -> Result<Desired> {
-    let shown = args.file.display().to_string();
-    let text = std::fs::read_to_string(&args.file).map_err(|err| policy::PolicyError::File {
+    // `-f -` reads the file from stdin (`enforcer record --suggest | enforcer apply -f -`).
+    let stdin = args.file.as_os_str() == "-";
+    let shown = if stdin {
+        "<stdin>".to_owned()
+    } else {
+        args.file.display().to_string()
+    };
+    let read = if stdin {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(&args.file)
+    };
+    let text = read.map_err(|err| policy::PolicyError::File {
         file: shown.clone(),
         message: format!("cannot read it ({err})"),
     })?;
@@ -112,7 +123,8 @@ pub fn validate(args: &Args) -> Result<Desired> {
 
 /// Plans against the kernel's state under the state lock, writes the diff to `out`, and (unless
 /// `dry_run`) makes the changes, each added to `made` once done. The daemon runs this for a
-/// forwarded `apply`. On an error, `out` and `made` hold what was printed and changed before it.
+/// forwarded `apply`. On an error, `out` and `made` hold the changes made before it (none when
+/// the programs cannot be installed).
 pub fn execute(
     desired: &Desired,
     dry_run: bool,
@@ -128,6 +140,7 @@ pub fn execute(
     };
     let plan = plan(desired, &current, prune);
     let mut paths = PathCache::default();
+    let mut lines = BTreeMap::new();
     let mut shown_paths = BTreeMap::new();
     for (id, change) in &plan {
         let path = desired
@@ -143,16 +156,21 @@ pub fn execute(
             Change::Keep(p) => format!("= {path} (id {id}): {}", policy::summary(p)),
             Change::Remove(p) => format!("- {path} (id {id}): {}", policy::summary(p)),
         };
-        out.push_str(&line);
-        out.push('\n');
+        lines.insert(*id, line);
         shown_paths.insert(*id, path);
     }
     if dry_run {
+        for line in lines.values() {
+            out.push_str(line);
+            out.push('\n');
+        }
         out.push_str("dry run: nothing changed\n");
         return Ok(());
     }
 
-    // The depth limit is checked for the final set before the first write.
+    // The depth limit is checked for the final set before the first write. Each line goes to
+    // `out` once its change is made, so a failure (the install refused, say) never shows a
+    // change that was not made.
     let mut maps = loader::install(&lock)?;
     let final_set: Vec<(u64, u32)> = plan
         .iter()
@@ -188,6 +206,8 @@ pub fn execute(
             }
             Change::Keep(_) => {}
         }
+        out.push_str(&lines[id]);
+        out.push('\n');
     }
     drop(lock);
     let changed = plan

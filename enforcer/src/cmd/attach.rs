@@ -14,13 +14,13 @@ pub struct Args {
     #[arg(long, value_name = "ID", conflicts_with = "cgroup")]
     pub container: Option<String>,
     /// Refuse these operations with EPERM and report them (comma list, or `all`).
-    #[arg(long, value_name = "OPS")]
+    #[arg(long, value_name = "OPS", value_parser = crate::cmd::meta::Ops)]
     pub deny: Option<String>,
     /// Permit these operations and report them.
-    #[arg(long, value_name = "OPS")]
+    #[arg(long, value_name = "OPS", value_parser = crate::cmd::meta::Ops)]
     pub audit: Option<String>,
     /// Kill the caller with SIGKILL, refuse and report.
-    #[arg(long, value_name = "OPS")]
+    #[arg(long, value_name = "OPS", value_parser = crate::cmd::meta::Ops)]
     pub kill: Option<String>,
     /// Which programs act: `lsm` (the BPF LSM hooks), `syscall` (raw tracepoints at the system
     /// call boundary only: audit and kill, for kernels without BPF LSM) or `both` (LSM

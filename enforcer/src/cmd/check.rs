@@ -26,6 +26,8 @@ use serde_json::{Value, json};
 
 use crate::{ExitError, cgroup, cmd, loader, policy};
 
+mod leftovers;
+
 #[derive(clap::Args)]
 pub struct Args {
     /// One JSON document: `{"ok": bool, "checks": [{"name", "status", "detail", "fix"}]}`.
@@ -143,6 +145,11 @@ impl Check {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    // The self-test sets a policy and may install the programs: a Ctrl-C, SIGTERM or SIGHUP waits
+    // until everything it made is removed again.
+    let held = cmd::signals::Held::new().context("cannot hold back termination signals")?;
+    // What the checks below mount on their way is unmounted again at the end.
+    let mounted = leftovers::Mounted::now();
     let mut checks: Vec<Check> = Vec::new();
     let mut report = |check: Check| {
         if !args.json {
@@ -183,20 +190,30 @@ pub fn run(args: Args) -> Result<()> {
             "fix the privileges line first",
         ),
         (true, Err(err)) => Check::fail(SELF_TEST, "not run: no cgroup v2 mount", err.to_string()),
-        (true, Ok(root)) => self_test(&root),
+        (true, Ok(root)) => self_test(&root, &mounted),
     });
 
     let lsm_works = checks.iter().all(|check| check.status != Status::Fail);
+    let bpf_active = checks
+        .iter()
+        .any(|check| check.name == LSM && check.status == Status::Ok);
     let tamper = tamper(lsm_works);
     if !args.json {
         println!("{}", tamper.line());
     }
     checks.push(tamper);
-    let mode = mode(lsm_works, privileged);
+    let mode = mode(lsm_works, privileged, bpf_active);
     if !args.json {
         println!("{}", mode.line());
     }
     checks.push(mode);
+    mounted.restore_securityfs();
+    if let Some(signal) = held.pending() {
+        anyhow::bail!(ExitError::interrupted(
+            signal,
+            format!("interrupted by {signal}: everything the self-test made is removed again")
+        ));
+    }
 
     let failed: Vec<&str> = checks
         .iter()
@@ -245,7 +262,7 @@ fn tamper(lsm_works: bool) -> Check {
 
 /// Which mode this host gets (#6): the BPF LSM layer when every check above passed, else the
 /// syscall layer alone when its programs load and attach here, else none.
-fn mode(lsm_works: bool, privileged: bool) -> Check {
+fn mode(lsm_works: bool, privileged: bool, bpf_active: bool) -> Check {
     if lsm_works {
         return Check::ok(
             MODE,
@@ -263,7 +280,12 @@ fn mode(lsm_works: bool, privileged: bool) -> Check {
         Ok(()) => Check::warn(
             MODE,
             "syscall layer only: BPF LSM is unavailable here, but the sys_enter/sys_exit programs load and attach: `enforcer attach --layer syscall --audit OPS|--kill OPS` works (no deny: a tracepoint cannot change a call's result)",
-            "for deny, boot a kernel with BPF LSM (see the lsm line)",
+            if bpf_active {
+                // The lsm line is fine: the self-test line names what refuses the programs.
+                "for deny, remove what refuses BPF LSM programs here (see the self-test line)"
+            } else {
+                "for deny, boot a kernel with BPF LSM (see the lsm line)"
+            },
         ),
         Err(err) => Check::fail(
             MODE,
@@ -404,8 +426,10 @@ fn btf() -> Check {
 
 /// `bpf` in the active LSM list (split on commas: `bpf` must be a whole entry).
 /// `built_with_bpf_lsm` is what the kernel's config file says, when there is one.
+const LSM: &str = "lsm";
+
 fn lsm(active: io::Result<String>, built_with_bpf_lsm: Option<bool>) -> Check {
-    const NAME: &str = "lsm";
+    const NAME: &str = LSM;
     match active {
         Ok(list) if list.split(',').any(|lsm| lsm == "bpf") => {
             Check::ok(NAME, format!("bpf is an active LSM ({list})"))
@@ -537,13 +561,17 @@ impl Failure {
         }
     }
 
-    /// A loader error in its own words (the same line `attach` prints); its fix is the part
-    /// after its last `; `.
+    /// A loader error in its own words (the same line `attach` prints). A refused BPF LSM load
+    /// carries its fix; for the other errors, whose messages end with theirs, it is the part
+    /// after the last `; `.
     fn loader(err: &loader::LoaderError) -> Self {
         let detail = err.to_string();
-        let fix = match detail.rsplit_once("; ") {
-            Some((_, fix)) => fix.to_owned(),
-            None => "see the message".to_owned(),
+        let fix = match err {
+            loader::LoaderError::LsmRefused(_, refusal) => refusal.fix(),
+            _ => match detail.rsplit_once("; ") {
+                Some((_, fix)) => fix.to_owned(),
+                None => "see the message".to_owned(),
+            },
         };
         Self { detail, fix }
     }
@@ -588,7 +616,7 @@ const ATTEMPTS: [Attempt; 3] = [
     },
 ];
 
-fn self_test(root: &Path) -> Check {
+fn self_test(root: &Path, mounted: &leftovers::Mounted) -> Check {
     let lock = match loader::lock() {
         Ok(lock) => lock,
         Err(err) => {
@@ -600,6 +628,7 @@ fn self_test(root: &Path) -> Check {
     let mut made = Made::default();
     let result = confirm_enforcement(&lock, root, &mut made);
     let (notes, problems) = clean_up(&lock, made, installed_before);
+    mounted.restore_bpffs(&lock);
     let mut tail = String::new();
     for part in problems.iter().chain(&notes) {
         tail += "; ";
@@ -1103,7 +1132,8 @@ mod tests {
             check.line(),
             "fail  lsm         bpf is missing; fix: add lsm=x,bpf"
         );
-        let refused = Failure::loader(&loader::LoaderError::LsmRefused("settime"));
+        let unknown = crate::refusal::Refusal::LsmListUnknown;
+        let refused = Failure::loader(&loader::LoaderError::LsmRefused("settime", unknown));
         let check = Check::fail(SELF_TEST, refused.detail.clone(), refused.fix);
         assert_eq!(
             check.line(),
@@ -1114,6 +1144,15 @@ mod tests {
             check.json()["fix"],
             "boot a kernel with CONFIG_BPF_LSM=y and bpf in lsm="
         );
+        // With bpf active, the fix comes from the typed refusal, not from the message's words.
+        let active = crate::refusal::Refusal::BpfActive {
+            lsms: "capability,bpf".to_owned(),
+            lockdown: None,
+            seccomp: Some(2),
+        };
+        let refused = Failure::loader(&loader::LoaderError::LsmRefused("capable", active.clone()));
+        assert_eq!(refused.fix, active.fix());
+        assert!(!refused.detail.contains("lsm="), "{}", refused.detail);
     }
 
     #[test]

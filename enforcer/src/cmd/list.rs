@@ -78,16 +78,24 @@ fn render_table(rows: &[Row], out: &mut String) {
         out.push_str("no policies attached\n");
         return;
     }
+    // The CGROUP column is as wide as its longest path (Kubernetes paths pass 200 characters):
+    // cutting one would hide which cgroup a row is, and a fixed width breaks every column after.
+    let width = rows
+        .iter()
+        .map(|row| row.path.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(40);
     let _ = writeln!(
         out,
-        "{:<40} {:>10}  {:<9} {:<6} {:>8} {:>8} {:>8}  {:<9} LAYER",
+        "{:<width$} {:>10}  {:<9} {:<6} {:>8} {:>8} {:>8}  {:<9} LAYER",
         "CGROUP", "ID", "OPERATION", "ACTION", "AUDITED", "DENIED", "KILLED", "ARM"
     );
     for row in rows {
         for (op, action) in &row.actions {
             let _ = writeln!(
                 out,
-                "{:<40} {:>10}  {:<9} {:<6} {:>8} {:>8} {:>8}  {:<9} {}",
+                "{:<width$} {:>10}  {:<9} {:<6} {:>8} {:>8} {:>8}  {:<9} {}",
                 row.path,
                 row.id,
                 op.name(),
@@ -133,4 +141,51 @@ fn render_json(rows: &[Row], out: &mut String) {
         })
         .collect();
     let _ = writeln!(out, "{}", json!({ "policies": policies }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(path: &str, id: u64) -> Row {
+        Row {
+            id,
+            path: path.to_owned(),
+            actions: vec![
+                (Operation::Mount, Action::Deny),
+                (Operation::Settime, Action::Audit),
+            ],
+            arm: policy::Arm::Exec,
+            totals: Counters::default(),
+            layer: "lsm",
+        }
+    }
+
+    #[test]
+    fn columns_stay_aligned_with_kubernetes_length_paths() {
+        let long = "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1234abcd_5678_4ef0_9abc_def012345678.slice/cri-containerd-3f2a9c1b4d5e6f708192a3b4c5d6e7f80912a3b4c5d6e7f8091a2b3c4d5e6f70.scope";
+        let rows = [row("/a", 7), row(long, 123_456)];
+        let mut out = String::new();
+        render_table(&rows, &mut out);
+        let mut lines = out.lines();
+        let header = lines.next().expect("header");
+        // Every row has its OPERATION and LAYER at the header's offsets.
+        let operation = header.find("OPERATION").expect("OPERATION");
+        let layer = header.find("LAYER").expect("LAYER");
+        let rows = rows.iter().flat_map(|row| [row, row]);
+        for (line, row) in lines.zip(rows) {
+            assert!(line.starts_with(&row.path), "{out}");
+            assert!(
+                line[..operation].trim_end().ends_with(&row.id.to_string()),
+                "the ID column moved:\n{out}"
+            );
+            assert!(
+                ["mount ", "settime "]
+                    .iter()
+                    .any(|op| line[operation..].starts_with(op)),
+                "the OPERATION column moved:\n{out}"
+            );
+            assert_eq!(&line[layer..], "lsm", "{out}");
+        }
+    }
 }

@@ -6,5 +6,7 @@ pub mod daemon;
 pub mod debug;
 pub mod detach;
 pub mod list;
+pub mod meta;
 pub mod record;
+pub mod signals;
 pub mod tail;

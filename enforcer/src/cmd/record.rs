@@ -8,20 +8,29 @@
 //! or as refused, with the layer that refused it. The policy is removed afterwards. A cgroup
 //! that already has a policy is refused: recording would replace it, and a policy that denies
 //! would hide what the workload tries.
+//!
+//! The policy attaches the syscall layer for the whole machine, so it must not outlive the
+//! command: SIGINT, SIGTERM and SIGHUP are held back from before it is set until it is removed
+//! (then the command exits with 128 + the signal's number), and a panic removes it on the way out.
 use std::{
     collections::BTreeMap,
-    io::{BufRead, BufReader},
+    io::{self, BufRead, BufReader, IsTerminal},
+    os::unix::process::CommandExt,
     process::{Command, Stdio},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     thread,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result};
 use enforcer_common::{Action, OPERATIONS, Operation, policy_flags};
+use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use crate::{ExitError, cgroup, cmd, loader, policy};
+use crate::{ExitError, cgroup, cmd, cmd::signals, loader, policy};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -50,6 +59,9 @@ pub struct Usage {
 
 pub fn run(args: Args) -> Result<()> {
     let target = cgroup::resolve(&args.cgroup)?;
+    // Held from before the policy is set (and before any thread starts, so every thread holds
+    // them): from here on, a Ctrl-C, SIGTERM or SIGHUP waits until the policy is removed.
+    let held = signals::Held::new().context("cannot hold back termination signals")?;
     if let Ok(maps) = loader::open_policy_maps_existing()
         && maps.policies.get(&target.id, 0).is_ok()
     {
@@ -65,19 +77,33 @@ pub fn run(args: Args) -> Result<()> {
         let mut maps = loader::install_maps(&lock)?;
         cmd::attach::set_policy(&mut maps, &target, audit_all)?;
     }
-    let recorded = watch(&target, args.duration);
-    // Removed whatever happened while watching.
-    let removed = {
-        let lock = loader::lock()?;
-        let mut maps = loader::open_policy_maps_existing()?;
-        let removed = cmd::detach::remove_policy(&mut maps, target.id);
-        drop(lock);
-        removed
+    let recording = Recording {
+        id: target.id,
+        armed: true,
     };
-    let (usage, dropped) = recorded?;
+    let watched = watch(&target, args.duration, &held);
+    // Removed whatever happened while watching.
+    let removed = recording.remove();
+    let Watched {
+        usage,
+        dropped,
+        interrupted,
+        elapsed,
+    } = watched?;
     removed.context("cannot remove the recording policy")?;
 
     let table = table(&usage, dropped);
+    if let Some(signal) = interrupted {
+        // A partial recording suggests nothing: a call the workload makes later would be denied.
+        eprint!("{table}");
+        anyhow::bail!(ExitError::interrupted(
+            signal,
+            format!(
+                "interrupted by {signal} after {}: the recording policy is removed; the table above shows the calls seen until then (no policy is suggested from a partial recording)",
+                humantime::format_duration(Duration::from_secs(elapsed.as_secs()))
+            )
+        ));
+    }
     if args.suggest {
         eprint!("{table}");
         let path = cgroup::root()?.join(target.path.trim_start_matches('/'));
@@ -96,41 +122,117 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Follows the cgroup's events for `duration` through `enforcer tail --json`.
-fn watch(target: &cgroup::Cgroup, duration: Duration) -> Result<(BTreeMap<Operation, Usage>, u64)> {
+/// The recording policy while it is set: removed on drop too, so a panic does not leave it (and
+/// the machine-wide syscall layer it attached) behind.
+struct Recording {
+    id: u64,
+    armed: bool,
+}
+
+impl Recording {
+    fn remove(mut self) -> Result<()> {
+        self.armed = false;
+        remove_recording(self.id)
+    }
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = remove_recording(self.id);
+        }
+    }
+}
+
+fn remove_recording(id: u64) -> Result<()> {
+    let _lock = loader::lock()?;
+    let mut maps = loader::open_policy_maps_existing()?;
+    cmd::detach::remove_policy(&mut maps, id)
+}
+
+/// What [`watch`] saw.
+struct Watched {
+    usage: BTreeMap<Operation, Usage>,
+    dropped: u64,
+    /// The signal that ended the recording early.
+    interrupted: Option<Signal>,
+    elapsed: Duration,
+}
+
+/// Follows the cgroup's events for `duration` through `enforcer tail --json`, or until one of
+/// the `held` signals comes. Shows the time left and the calls seen on stderr when it is a
+/// terminal.
+fn watch(target: &cgroup::Cgroup, duration: Duration, held: &signals::Held) -> Result<Watched> {
     let exe = std::env::current_exe().context("cannot find the enforcer binary")?;
     let mut tail = Command::new(exe)
         .args(["tail", "--json", "--cgroup", &target.id.to_string()])
         .stdout(Stdio::piped())
+        // Its own process group: a terminal's Ctrl-C goes to `record` alone, which stops the
+        // tail itself once the last events are read.
+        .process_group(0)
         .spawn()
         .context("cannot start `enforcer tail`")?;
     let stdout = tail.stdout.take().context("tail has no stdout")?;
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&lines);
-    let reader = thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Ok(mut lines) = sink.lock() {
-                lines.push(line);
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let calls = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let (sink, calls) = (Arc::clone(&events), Arc::clone(&calls));
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let Ok(event) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if event["enforcer"]["source"] == "syscall" {
+                    calls.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Ok(mut events) = sink.lock() {
+                    events.push(event);
+                }
             }
-        }
-    });
+        })
+    };
     eprintln!(
-        "enforcer: recording {} for {} (audit of every operation on the syscall layer)",
+        "enforcer: recording {} for {} (audit of every operation on the syscall layer; Ctrl-C stops early and removes the policy)",
         target.path,
         humantime::format_duration(duration)
     );
-    thread::sleep(duration);
+    let progress = io::stderr().is_terminal();
+    let started = Instant::now();
+    let mut interrupted = None;
+    loop {
+        let left = duration.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            break;
+        }
+        if progress {
+            eprint!(
+                "\r{} left, {} calls seen\x1b[K",
+                humantime::format_duration(Duration::from_secs(left.as_secs_f64().ceil() as u64)),
+                calls.load(Ordering::Relaxed)
+            );
+        }
+        if let Some(signal) = held.wait(left.min(Duration::from_secs(1))) {
+            interrupted = Some(signal);
+            break;
+        }
+    }
+    if progress {
+        eprint!("\r\x1b[K");
+    }
+    let elapsed = started.elapsed();
     // The tail drains on a short timer: give it a moment for the last events.
     thread::sleep(Duration::from_millis(300));
     let _ = tail.kill();
     let _ = tail.wait();
     let _ = reader.join();
-    let lines = lines.lock().map(|l| l.clone()).unwrap_or_default();
-    let values: Vec<Value> = lines
-        .iter()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect();
-    Ok(tally(&values))
+    let events = events.lock().map(|e| e.clone()).unwrap_or_default();
+    let (usage, dropped) = tally(&events);
+    Ok(Watched {
+        usage,
+        dropped,
+        interrupted,
+        elapsed,
+    })
 }
 
 /// Counts the syscall layer's events per operation; returns the usage and the dropped count.

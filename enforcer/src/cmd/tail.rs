@@ -7,7 +7,7 @@ use std::{
     io::{self, IsTerminal, Write},
     os::fd::AsFd,
     path::Path,
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use anstyle::{AnsiColor, Style};
@@ -303,11 +303,7 @@ impl Output {
 
     fn drop_report(&mut self, count: u64, why: &str) -> io::Result<()> {
         if self.json {
-            let record = serde_json::json!({
-                "event": { "kind": "metric", "action": "events-dropped" },
-                "enforcer": { "dropped": count },
-            });
-            writeln!(self.out, "{record}")
+            writeln!(self.out, "{}", drop_record(count, SystemTime::now()))
         } else {
             writeln!(self.out, "-- {count} events dropped: {why} --")
         }
@@ -326,6 +322,16 @@ impl Output {
         }
         writeln!(self.out)
     }
+}
+
+/// The JSON record of `count` lost events, noticed at `when`: stamped like the events, since log
+/// pipelines (Elasticsearch data streams among them) refuse a record without `@timestamp`.
+fn drop_record(count: u64, when: SystemTime) -> serde_json::Value {
+    serde_json::json!({
+        "@timestamp": humantime::format_rfc3339_nanos(when).to_string(),
+        "event": { "kind": "metric", "action": "events-dropped" },
+        "enforcer": { "dropped": count },
+    })
 }
 
 fn style(action: Action) -> Style {
@@ -401,7 +407,9 @@ fn in_subtree(path: &str, root: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{CONTAINER, WIDTHS, add_workload, container_column, in_subtree};
+    use std::time::Duration;
+
+    use super::{CONTAINER, WIDTHS, add_workload, container_column, drop_record, in_subtree};
     use crate::cgroup::workload;
 
     const ID: &str = "3f2a9c1b4d5e6f708192a3b4c5d6e7f80912a3b4c5d6e7f8091a2b3c4d5e6f70";
@@ -487,6 +495,16 @@ mod tests {
         assert_eq!(record["enforcer"]["systemd_unit"], "nginx.service");
         assert!(record.get("container").is_none());
         assert!(record.get("kubernetes").is_none());
+    }
+
+    #[test]
+    fn drop_records_carry_the_time_they_were_noticed() {
+        let when = std::time::UNIX_EPOCH + Duration::from_nanos(1_767_225_600_123_456_789);
+        let record = drop_record(41, when);
+        // RFC 3339 in UTC with nanoseconds, as the events' `@timestamp`.
+        assert_eq!(record["@timestamp"], "2026-01-01T00:00:00.123456789Z");
+        assert_eq!(record["enforcer"]["dropped"], 41);
+        assert_eq!(record["event"]["action"], "events-dropped");
     }
 
     #[test]
