@@ -340,14 +340,16 @@ fn removing_a_mount_point_of_another_namespace_is_a_mount_operation() {
     deny(&cgroup, "mount", "immediate");
     let scratch = Scratch::new("sec-rmdir");
     let tail = Tail::start(&[]);
-    let held = HeldMount::start(&scratch.path("dst"));
-    let removed = probe(Some(&cgroup), &["rmdir", &scratch.path("dst")]);
+    // `src` is empty here; the holder's tmpfs on it lives in the holder's namespace only.
+    let held = HeldMount::start(&scratch.path("src"));
+    let removed = probe(Some(&cgroup), &["rmdir", &scratch.path("src")]);
     assert_eq!(removed.errno(), EPERM, "{removed:?}");
     assert!(held.holds(), "the other namespace's mount was detached");
-    // Renaming another directory over it would detach it too.
+    // Renaming another empty directory over it would detach it too.
+    fs::create_dir(scratch.dir.join("spare")).expect("mkdir spare");
     let renamed = probe(
         Some(&cgroup),
-        &["rename", &scratch.path("src"), &scratch.path("dst")],
+        &["rename", &scratch.path("spare"), &scratch.path("src")],
     );
     assert_eq!(renamed.errno(), EPERM, "{renamed:?}");
     assert!(held.holds(), "the other namespace's mount was detached");
