@@ -54,11 +54,15 @@ pub fn take(policy: u64, now: u64) -> Option<Suppressed> {
     let Some(bucket) = BUDGET.get_ptr_mut(policy) else {
         // First event of this policy on this CPU (or its bucket was evicted): a full bucket. A
         // failed insert leaves the events unbudgeted, never lost.
+        // A zero the compiler cannot see: two zero words would become a `memset` call, a byte
+        // loop in BPF.
+        // SAFETY: a volatile read of a local.
+        let zero = unsafe { core::ptr::read_volatile(&0u64) };
         let full = Budget {
             credit_ns: (BURST - 1) * COST_NS,
             last_ns: now,
-            suppressed: 0,
-            since_ns: 0,
+            suppressed: zero,
+            since_ns: zero,
         };
         let _ = BUDGET.insert(policy, full, 0);
         return Some(Suppressed {

@@ -448,7 +448,13 @@ fn emit_summary(
         ret: 0,
     };
     fill_header(event, &record, decision, &outcome, syscall, now);
-    event.args = [suppressed.since_ns, now, 0, 0, 0, 0];
+    // One volatile store per word: plain stores of zeros are merged into a `memset` call, a byte
+    // loop in BPF that 6.1's verifier walks past its instruction limit.
+    let args = [suppressed.since_ns, now, 0, 0, 0, 0];
+    for (slot, value) in event.args.iter_mut().zip(args) {
+        // SAFETY: a plain store into the reservation.
+        unsafe { core::ptr::write_volatile(slot, value) };
+    }
     event.requested_sec = -1;
     for slot in &mut event.strings {
         slot[0] = 0;
