@@ -129,7 +129,7 @@ fn hooks() -> Result<()> {
     bench("denied-no-event", DENY_ITERS, Want::Eperm, settime)?;
     enforcer(&["bench-events", "normal"])?;
     bench("denied", DENY_ITERS, Want::Eperm, settime)?;
-    let mut consumer = Command::new(enforcer_bin())
+    let mut consumer = outside(&mut Command::new(enforcer_bin()))
         .args(object_args())
         .args(["tail", "--json"])
         .stdout(std::process::Stdio::null())
@@ -235,7 +235,7 @@ fn events_rate() -> Result<()> {
         } else {
             target * 4
         };
-        let mut tail = Command::new(enforcer_bin())
+        let mut tail = outside(&mut Command::new(enforcer_bin()))
             .args(object_args())
             .args(["tail", "--json", "--cgroup", RATE_CGROUP])
             .stdout(std::process::Stdio::piped())
@@ -371,6 +371,39 @@ fn join(dir: &str) -> Result<()> {
 /// event switches the shipped object lacks), loaded by every enforcer command of a bench.
 const BENCH_OBJECT: &str = "/lib/enforcer-bench.bpf.o";
 
+/// Starts the command in the cgroup v2 root, outside every policy, wherever the driver is:
+/// tamper protection refuses the enforcer's maps to any process a policy covers.
+fn outside(command: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec the child only makes system calls on stack buffers (no
+    // allocation: the driver has threads).
+    unsafe {
+        command.pre_exec(|| {
+            let mut digits = [0u8; 20];
+            let mut at = digits.len();
+            let mut pid = libc::getpid() as u32;
+            loop {
+                at -= 1;
+                digits[at] = b'0' + (pid % 10) as u8;
+                pid /= 10;
+                if pid == 0 {
+                    break;
+                }
+            }
+            let fd = libc::open(c"/sys/fs/cgroup/cgroup.procs".as_ptr(), libc::O_WRONLY);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let written = libc::write(fd, digits[at..].as_ptr().cast(), digits.len() - at);
+            libc::close(fd);
+            if written < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
 fn object_args() -> Vec<&'static str> {
     if std::path::Path::new(BENCH_OBJECT).is_file() {
         vec!["--bpf-object", BENCH_OBJECT]
@@ -386,7 +419,7 @@ fn enforcer_bin() -> String {
 /// Runs the enforcer CLI (`$ENFORCER_BIN`) and returns its stdout; fails unless it exits 0.
 fn enforcer(args: &[&str]) -> Result<String> {
     let bin = enforcer_bin();
-    let out = Command::new(&bin)
+    let out = outside(&mut Command::new(&bin))
         .args(object_args())
         .args(args)
         .output()
