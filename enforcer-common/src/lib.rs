@@ -324,7 +324,7 @@ pub mod policy_flags {
     pub const SYSCALL_ONLY: u32 = 1 << 2;
 }
 
-/// Key of the `EXEMPT` map (workload arming): a process by its thread group id and its group
+/// Key of the `SETUP` map (workload arming): a process by its thread group id and its group
 /// leader's `start_time` (monotonic ns), so a reused pid never matches an old entry.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
