@@ -33,7 +33,7 @@ use nix::{
 };
 use tokio::{io::AsyncReadExt, net::UnixStream};
 
-use crate::{ExitError, events, loader::LoaderError};
+use crate::{error::ExitError, events, loader::LoaderError};
 
 /// The daemon's directory (mode 0700).
 pub const RUN_DIR: &str = "/run/enforcer";

@@ -97,13 +97,13 @@ pub fn run(args: Args) -> Result<()> {
         target.level,
     )?;
     if args.layer == Layer::Syscall && args.deny.is_some() {
-        anyhow::bail!(crate::ExitError::not_in_layer(
+        anyhow::bail!(crate::error::ExitError::not_in_layer(
             "--deny needs the LSM layer: a program at the system call boundary (a raw tracepoint) cannot change a call's result; use --audit or --kill with --layer syscall, or --layer lsm|both on a kernel with BPF LSM".to_owned()
         ));
     }
     new_policy.flags |= args.layer.flags();
     if args.layer == Layer::Syscall && args.arm == Some(policy::Arm::Exec) {
-        anyhow::bail!(crate::ExitError::not_in_layer(
+        anyhow::bail!(crate::error::ExitError::not_in_layer(
             "--arm exec needs the LSM layer: workload arming is kept by programs on fork, exec and cgroup moves that are loaded with the LSM programs; use --layer both, or --arm immediate with --layer syscall".to_owned()
         ));
     }

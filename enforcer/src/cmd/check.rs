@@ -24,7 +24,7 @@ use enforcer_common::{Action, Counters, Operation, syscalls};
 use nix::errno::Errno;
 use serde_json::{Value, json};
 
-use crate::{ExitError, cgroup, cmd, loader, policy};
+use crate::{cgroup, cmd, error::ExitError, loader, policy};
 
 mod leftovers;
 

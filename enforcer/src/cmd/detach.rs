@@ -38,7 +38,7 @@ pub fn execute(id: u64, shown: &str) -> Result<Policy> {
     let lock = loader::lock()?;
     let mut maps = loader::open_policy_maps_existing()?;
     let Ok(removed) = maps.policies.get(&id, 0) else {
-        anyhow::bail!(crate::ExitError::no_policy(shown));
+        anyhow::bail!(crate::error::ExitError::no_policy(shown));
     };
     remove_policy(&mut maps, id)?;
     drop(lock);

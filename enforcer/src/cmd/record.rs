@@ -30,7 +30,7 @@ use enforcer_common::{Action, OPERATIONS, Operation, policy_flags};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use crate::{ExitError, cgroup, cmd, cmd::signals, loader, policy};
+use crate::{cgroup, cmd, cmd::signals, error::ExitError, loader, policy};
 
 #[derive(clap::Args)]
 pub struct Args {

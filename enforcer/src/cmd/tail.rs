@@ -189,7 +189,7 @@ async fn follow_daemon(mut stream: UnixStream, output: &mut Output) -> Result<()
                 output.flush()?;
                 if gone {
                     return Err(Follow::Failed(
-                        crate::ExitError::daemon_gone(format!(
+                        crate::error::ExitError::daemon_gone(format!(
                             "the daemon went away (its event stream {} closed); enforcement continues; run `enforcer tail` again to keep reading events",
                             daemon::SOCKET
                         ))

@@ -32,9 +32,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::{
-    Exit, ExitError,
     cgroup::{Cgroup, PathCache},
     cmd::{apply, attach, detach, list},
+    error::ExitError,
     loader::LoaderError,
     policy,
 };
@@ -174,7 +174,7 @@ impl Response {
         Self {
             stdout,
             error: Some(WireError {
-                code: crate::exit_code(err) as u8,
+                code: crate::error::exit_code(err) as u8,
                 message: format!("{err:#}"),
             }),
         }
@@ -195,19 +195,6 @@ impl Response {
         let mut line = serde_json::to_string(self).expect("a response serialises");
         line.push('\n');
         line
-    }
-}
-
-fn exit_of(code: u8) -> Exit {
-    match code {
-        3 => Exit::BadPolicy,
-        4 => Exit::BadCgroup,
-        5 => Exit::CannotEnforce,
-        6 => Exit::NotPrivileged,
-        7 => Exit::NothingAttached,
-        8 => Exit::AlreadyRunning,
-        9 => Exit::DaemonGone,
-        _ => Exit::Failure,
     }
 }
 
@@ -269,11 +256,7 @@ pub fn forward(request: &Request) -> Result<bool> {
     std::io::stdout().flush()?;
     match response.error {
         None => Ok(true),
-        Some(WireError { code, message }) => Err(ExitError {
-            code: exit_of(code),
-            message,
-        }
-        .into()),
+        Some(WireError { code, message }) => Err(ExitError::from_wire(code, message).into()),
     }
 }
 
@@ -419,6 +402,7 @@ fn state(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Exit;
 
     fn sample_policy(level: u32) -> Policy {
         policy::compile(&[(Action::Deny, Some("settime"))], level).unwrap()
@@ -504,7 +488,7 @@ mod tests {
         assert_eq!(error.message, LoaderError::NotPrivileged.to_string());
         let parsed: Response = serde_json::from_str(&refused.line()).unwrap();
         assert_eq!(parsed, refused);
-        assert_eq!(exit_of(error.code), Exit::NotPrivileged);
+        assert_eq!(Exit::try_from(error.code), Ok(Exit::NotPrivileged));
         let no_policy = Response::failed(
             String::new(),
             &anyhow::Error::from(ExitError::no_policy("/x")),
