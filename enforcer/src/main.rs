@@ -9,9 +9,12 @@ mod error;
 mod events;
 mod kernel_layout;
 mod loader;
+mod ops;
 mod policy;
 mod protect;
 mod refusal;
+mod signals;
+mod store;
 
 use std::process::ExitCode;
 

@@ -24,7 +24,7 @@ use enforcer_common::{Action, Counters, Operation, syscalls};
 use nix::errno::Errno;
 use serde_json::{Value, json};
 
-use crate::{cgroup, cmd, error::ExitError, loader, policy};
+use crate::{cgroup, error::ExitError, loader, policy};
 
 mod leftovers;
 
@@ -147,7 +147,7 @@ impl Check {
 pub fn run(args: Args) -> Result<()> {
     // The self-test sets a policy and may install the programs: a Ctrl-C, SIGTERM or SIGHUP waits
     // until everything it made is removed again.
-    let held = cmd::signals::Held::new().context("cannot hold back termination signals")?;
+    let held = crate::signals::Held::new().context("cannot hold back termination signals")?;
     // What the checks below mount on their way is unmounted again at the end.
     let mounted = leftovers::Mounted::now();
     let mut checks: Vec<Check> = Vec::new();
@@ -671,9 +671,9 @@ fn confirm_enforcement(
     made.cgroup_dir = Some(dir.clone());
     let target = cgroup::resolve(&dir.to_string_lossy())
         .map_err(|err| Failure::new(err.to_string(), "see the message"))?;
-    let deny_all = policy::compile(&[(Action::Deny, Some("all"))], target.level)
+    let deny_all = policy::compile(&[(Action::Deny, policy::every_operation())], target.level)
         .map_err(|err| Failure::new(err.to_string(), "rebuild enforcer"))?;
-    cmd::attach::set_policy(maps, &target, deny_all).map_err(|err| {
+    crate::store::set_policy(maps, &target, deny_all).map_err(|err| {
         Failure::new(
             format!("cannot attach the test policy: {err:#}"),
             "see the message",
@@ -862,7 +862,7 @@ fn remove_stale(root: &Path, maps: &mut loader::PolicyMaps) {
             continue;
         };
         if maps.policies.get(&meta.ino(), 0).is_ok() {
-            let _ = cmd::detach::remove_policy(maps, meta.ino());
+            let _ = crate::store::remove_policy(maps, meta.ino());
         }
         let _ = fs::remove_dir(entry.path());
     }
@@ -884,7 +884,7 @@ fn clean_up(
         key_serial,
     } = made;
     if let (Some(maps), Some(id)) = (maps.as_mut(), attached)
-        && let Err(err) = cmd::detach::remove_policy(maps, id)
+        && let Err(err) = crate::store::remove_policy(maps, id)
     {
         problems.push(format!(
             "cannot detach the test policy: {err:#}; run `enforcer detach --cgroup {id}`"

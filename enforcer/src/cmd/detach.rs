@@ -1,8 +1,7 @@
-//! `enforcer detach`: remove the policy of one cgroup.
+//! `enforcer detach`: remove the policy of one cgroup, through the daemon or here.
 use anyhow::Result;
-use enforcer_common::Policy;
 
-use crate::{cgroup, daemon::control, loader, policy};
+use crate::{cgroup, daemon::control, ops};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -27,42 +26,7 @@ pub fn run(args: Args) -> Result<()> {
     })? {
         return Ok(());
     }
-    execute(id, &shown)?;
-    print!("{}", report(&shown));
-    Ok(())
-}
-
-/// Removes the policy of cgroup `id` (`shown` names it in messages) under the state lock; returns
-/// the policy removed. The daemon runs this for a forwarded `detach`.
-pub fn execute(id: u64, shown: &str) -> Result<Policy> {
-    let lock = loader::lock()?;
-    let mut maps = loader::open_policy_maps_existing()?;
-    let Ok(removed) = maps.policies.get(&id, 0) else {
-        anyhow::bail!(crate::error::ExitError::no_policy(shown));
-    };
-    remove_policy(&mut maps, id)?;
-    drop(lock);
-    Ok(removed)
-}
-
-/// What `detach` prints once the policy is gone.
-pub fn report(shown: &str) -> String {
-    format!("detached {shown}\n")
-}
-
-/// Removes the policy of cgroup `id`, which must have one (also used by `enforcer check`). The
-/// caller holds the [`loader::StateLock`].
-pub fn remove_policy(maps: &mut loader::PolicyMaps, id: u64) -> Result<()> {
-    // The policy goes first, then its index bit, then its counters: the reverse of attach.
-    maps.policies.remove(&id)?;
-    let remaining: Vec<(u64, u32)> = maps
-        .policies()?
-        .into_iter()
-        .map(|(id, policy)| (id, policy.level))
-        .collect();
-    let updates = policy::index_updates(&maps.current_index()?, &remaining)?;
-    maps.write_index(&updates)?;
-    let _ = maps.counters.remove(&id);
-    loader::sync_syscall_layer(maps)?;
+    ops::detach(id, &shown)?;
+    print!("{}", ops::detach_report(&shown));
     Ok(())
 }

@@ -1,15 +1,10 @@
-//! What the CLI says about itself: `completion`, `man`, `version`, the operation names that
-//! `--deny`, `--audit` and `--kill` take (for `--help` and completions) and the examples at the
-//! end of `--help`.
+//! What the CLI says about itself: `completion`, `man` and `version`.
 use std::{
-    ffi::OsStr,
     fs, io,
     path::{Path, PathBuf},
 };
 
 use anyhow::{Context, Result};
-use clap::builder::{PossibleValue, TypedValueParser};
-use enforcer_common::OPERATIONS;
 
 use crate::loader;
 
@@ -134,77 +129,9 @@ fn version_text(pinned: String) -> String {
     )
 }
 
-/// The values of `--deny`, `--audit` and `--kill`: a comma list of operation names or `all`.
-/// Any text passes here (the policy compiler judges it, with its own exit code); the names are
-/// declared so that `--help` and the shell completions list them, with what each covers.
-#[derive(Clone, Copy)]
-pub struct Ops;
-
-impl TypedValueParser for Ops {
-    type Value = String;
-
-    fn parse_ref(
-        &self,
-        _: &clap::Command,
-        _: Option<&clap::Arg>,
-        value: &OsStr,
-    ) -> Result<String, clap::Error> {
-        Ok(value.to_string_lossy().into_owned())
-    }
-
-    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
-        Some(Box::new(
-            OPERATIONS
-                .iter()
-                .map(|spec| PossibleValue::new(spec.name).help(spec.summary))
-                .chain([PossibleValue::new("all").help("every operation")]),
-        ))
-    }
-}
-
-/// The end of the top-level `--help`: the operations and a few examples.
-pub fn after_help() -> String {
-    let mut out = String::from("Operations (for --deny, --audit and --kill, as a comma list):\n");
-    for spec in OPERATIONS {
-        out += &format!("  {:<9} {}\n", spec.name, spec.summary);
-    }
-    out += "  all       every operation\n";
-    let first = OPERATIONS.first().map_or("mount", |spec| spec.name);
-    let last = OPERATIONS.last().map_or("settime", |spec| spec.name);
-    out += &format!(
-        "\nExamples:
-  enforcer check                                   can this machine enforce?
-  enforcer attach --cgroup kubepods.slice/pod1 --deny {first},{last}
-  enforcer attach --container 3f2a9c1b --audit all
-  enforcer attach --cgroup app --layer syscall --kill {first}   (no BPF LSM here)
-  enforcer list
-  enforcer tail --cgroup kubepods.slice/pod1
-  enforcer record --cgroup app --duration 10m --suggest | enforcer apply -f -
-  source <(enforcer completion bash)
-  enforcer man | man -l -
-"
-    );
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_operation_is_in_the_help() {
-        let help = after_help();
-        for spec in OPERATIONS {
-            assert!(help.contains(spec.name), "{}: {help}", spec.name);
-        }
-        let values: Vec<String> = Ops
-            .possible_values()
-            .expect("values")
-            .map(|value| value.get_name().to_owned())
-            .collect();
-        assert_eq!(values.len(), OPERATIONS.len() + 1);
-        assert_eq!(values.last().map(String::as_str), Some("all"));
-    }
 
     #[test]
     fn version_names_the_commit_and_both_builds() {

@@ -8,5 +8,4 @@ pub mod detach;
 pub mod list;
 pub mod meta;
 pub mod record;
-pub mod signals;
 pub mod tail;

@@ -30,7 +30,7 @@ use enforcer_common::{Action, OPERATIONS, Operation, policy_flags};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use crate::{cgroup, cmd, cmd::signals, error::ExitError, loader, policy};
+use crate::{cgroup, error::ExitError, loader, policy, signals};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -70,12 +70,13 @@ pub fn run(args: Args) -> Result<()> {
             target.path, target.path
         )));
     }
-    let mut audit_all = policy::compile(&[(Action::Audit, Some("all"))], target.level)?;
+    let mut audit_all =
+        policy::compile(&[(Action::Audit, policy::every_operation())], target.level)?;
     audit_all.flags |= policy_flags::SYSCALL_LAYER | policy_flags::SYSCALL_ONLY;
     {
         let lock = loader::lock()?;
         let mut maps = loader::install_maps(&lock)?;
-        cmd::attach::set_policy(&mut maps, &target, audit_all)?;
+        crate::store::set_policy(&mut maps, &target, audit_all)?;
     }
     let recording = Recording {
         id: target.id,
@@ -147,7 +148,7 @@ impl Drop for Recording {
 fn remove_recording(id: u64) -> Result<()> {
     let _lock = loader::lock()?;
     let mut maps = loader::open_policy_maps_existing()?;
-    cmd::detach::remove_policy(&mut maps, id)
+    crate::store::remove_policy(&mut maps, id)
 }
 
 /// What [`watch`] saw.

@@ -33,10 +33,9 @@ use serde_json::{Value, json};
 
 use crate::{
     cgroup::{Cgroup, PathCache},
-    cmd::{apply, attach, detach, list},
     error::ExitError,
     loader::LoaderError,
-    policy,
+    ops, policy,
 };
 
 /// The control socket.
@@ -276,7 +275,7 @@ pub fn execute(request: Request, client: Client) -> (Response, Vec<Value>) {
             let target = Cgroup::from(cgroup);
             match policy
                 .into_policy(&target)
-                .and_then(|policy| Ok((policy, attach::execute(&target, policy)?)))
+                .and_then(|policy| Ok((policy, ops::attach(&target, policy)?)))
             {
                 Ok((policy, previous)) => {
                     records.push(state(
@@ -288,7 +287,7 @@ pub fn execute(request: Request, client: Client) -> (Response, Vec<Value>) {
                         previous.as_ref(),
                         client,
                     ));
-                    Response::done(attach::report(&target, &policy))
+                    Response::done(ops::attach_report(&target, &policy))
                 }
                 Err(err) => Response::failed(String::new(), &err),
             }
@@ -299,7 +298,7 @@ pub fn execute(request: Request, client: Client) -> (Response, Vec<Value>) {
             } else {
                 shown.clone()
             };
-            match detach::execute(id, &shown) {
+            match ops::detach(id, &shown) {
                 Ok(removed) => {
                     records.push(state(
                         "policy-detached",
@@ -310,7 +309,7 @@ pub fn execute(request: Request, client: Client) -> (Response, Vec<Value>) {
                         None,
                         client,
                     ));
-                    Response::done(detach::report(&shown))
+                    Response::done(ops::detach_report(&shown))
                 }
                 Err(err) => Response::failed(String::new(), &err),
             }
@@ -320,7 +319,7 @@ pub fn execute(request: Request, client: Client) -> (Response, Vec<Value>) {
             dry_run,
             prune,
         } => {
-            let mut desired = apply::Desired::new();
+            let mut desired = ops::Desired::new();
             let mut malformed = None;
             for Entry { cgroup, policy } in policies {
                 let target = Cgroup::from(cgroup);
@@ -335,11 +334,11 @@ pub fn execute(request: Request, client: Client) -> (Response, Vec<Value>) {
             let mut made = Vec::new();
             let result = match malformed {
                 Some(err) => Err(err),
-                None => apply::execute(&desired, dry_run, prune, &mut out, &mut made),
+                None => ops::apply(&desired, dry_run, prune, &mut out, &mut made),
             };
             for change in made {
                 records.push(match change {
-                    apply::Made::Attached {
+                    ops::Made::Attached {
                         target,
                         policy,
                         previous,
@@ -352,7 +351,7 @@ pub fn execute(request: Request, client: Client) -> (Response, Vec<Value>) {
                         previous.as_ref(),
                         client,
                     ),
-                    apply::Made::Detached { id, path, policy } => {
+                    ops::Made::Detached { id, path, policy } => {
                         state("policy-detached", "apply", id, &path, &policy, None, client)
                     }
                 });
@@ -362,7 +361,7 @@ pub fn execute(request: Request, client: Client) -> (Response, Vec<Value>) {
                 Err(err) => Response::failed(out, &err),
             }
         }
-        Request::List { json } => match list::render(json) {
+        Request::List { json } => match ops::list(json) {
             Ok(out) => Response::done(out),
             Err(err) => Response::failed(String::new(), &err),
         },
@@ -405,7 +404,11 @@ mod tests {
     use crate::error::Exit;
 
     fn sample_policy(level: u32) -> Policy {
-        policy::compile(&[(Action::Deny, Some("settime"))], level).unwrap()
+        policy::compile(
+            &[(Action::Deny, vec![enforcer_common::Operation::Settime])],
+            level,
+        )
+        .unwrap()
     }
 
     #[test]
