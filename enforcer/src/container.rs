@@ -6,7 +6,7 @@
 //!    init process's cgroup), under the runc roots of runc itself, Docker and containerd;
 //! 2. crun state, `/run/crun/<id>/status` (`cgroup-path`, else the process's cgroup);
 //! 3. the cgroup tree: a cgroup named for the container by Docker, containerd (CRI), CRI-O or
-//!    podman ([`cgroup::workload`]).
+//!    podman ([`crate::workload::workload`]).
 use std::{
     collections::BTreeMap,
     fs,
@@ -179,31 +179,19 @@ fn process_cgroup(pid: u64) -> Option<String> {
 fn from_cgroup_names(id: &str) -> Result<Vec<Found>, ContainerError> {
     let root = cgroup::root()?;
     let mut best: BTreeMap<String, String> = BTreeMap::new();
-    let mut stack = vec![root.clone()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
+    cgroup::walk(&root, |_, relative, _| {
+        let shown = cgroup::display_path(relative);
+        if let Some(container) = crate::workload::workload(&shown).and_then(|w| w.container)
+            && !container.monitor
+            && container.id.starts_with(id)
+        {
+            let slot = best.entry(container.id).or_insert_with(|| shown.clone());
+            if shown.len() < slot.len() {
+                *slot = shown;
             }
-            let path = entry.path();
-            if let Ok(relative) = path.strip_prefix(&root) {
-                let shown = format!("/{}", relative.display());
-                if let Some(container) = cgroup::workload(&shown).and_then(|w| w.container)
-                    && !container.monitor
-                    && container.id.starts_with(id)
-                {
-                    let slot = best.entry(container.id).or_insert_with(|| shown.clone());
-                    if shown.len() < slot.len() {
-                        *slot = shown;
-                    }
-                }
-            }
-            stack.push(path);
         }
-    }
+        cgroup::Walk::Descend
+    });
     Ok(best
         .into_iter()
         .map(|(id, cgroup)| Found {

@@ -15,6 +15,7 @@ mod protect;
 mod refusal;
 mod signals;
 mod store;
+mod workload;
 
 use std::process::ExitCode;
 

@@ -17,11 +17,12 @@ use enforcer_common::{Action, Event};
 use tokio::{io::AsyncReadExt, net::UnixStream};
 
 use crate::{
-    cgroup::{self, PathCache, Workload},
+    cgroup::{self, PathCache},
     consumer::{self, Consumer},
     daemon::{self, Frame},
     events::{Clock, Rendered},
     loader,
+    workload::Workload,
 };
 
 #[derive(clap::Args)]
@@ -275,7 +276,7 @@ impl Output {
         {
             return Ok(());
         }
-        let workload = cgroup::workload(&rendered.cgroup_path);
+        let workload = crate::workload::workload(&rendered.cgroup_path);
         if self.json {
             let mut record = rendered.json();
             if let Some(workload) = &workload {
@@ -410,7 +411,7 @@ mod tests {
     use std::time::Duration;
 
     use super::{CONTAINER, WIDTHS, add_workload, container_column, drop_record, in_subtree};
-    use crate::cgroup::workload;
+    use crate::workload::workload;
 
     const ID: &str = "3f2a9c1b4d5e6f708192a3b4c5d6e7f80912a3b4c5d6e7f8091a2b3c4d5e6f70";
     const POD: &str = "/kubepods.slice/kubepods-besteffort.slice/\

@@ -14,7 +14,7 @@ pub use list::list;
 
 /// `exec` for a cgroup that is or holds containers, else `immediate`.
 pub fn default_arm(target: &cgroup::Cgroup) -> policy::Arm {
-    if cgroup::holds_containers(target) {
+    if crate::workload::holds_containers(target) {
         policy::Arm::Exec
     } else {
         policy::Arm::Immediate
