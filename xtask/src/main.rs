@@ -14,6 +14,7 @@ use xtask::vm::{self, VmOutcome, VmSpec};
 use xtask::{cmd, initramfs, runtimes, sysdeps, toolchain, workspace_root};
 
 mod bench;
+mod lint;
 
 #[derive(Parser)]
 #[command(about = "Build, bootstrap, VM tests and benches for enforcer")]
@@ -31,6 +32,8 @@ enum Cmd {
     /// Build the static binaries the VM runs (enforcer, probe, the VM test executable).
     #[command(hide = true)]
     BuildGuest,
+    /// rustfmt, clippy (host crates and the BPF crate) and the docs, warnings denied.
+    Lint,
     /// Host unit tests, then the VM tests on each kernel.
     Test(TestArgs),
     /// Boot the 6.12 kernel and run the demo script, streaming the console.
@@ -93,6 +96,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("/{guest_path}: {}", host.display());
             }
         }
+        Cmd::Lint => lint::run()?,
         Cmd::Test(args) => return test(args),
         Cmd::Demo(args) => return demo(args),
         Cmd::Bench(which) => return bench::run(which),

@@ -1,7 +1,7 @@
 //! What a policy is in user space: the operations under each action compiled into the kernel's
 //! per-cgroup record, its arming and layer, and how it reads in one line. Pure: no I/O, so every
-//! rule here is unit-tested on the host. The policy file is [`file`], the kernel's index of policy
-//! depths [`index`].
+//! rule here is unit-tested on the host. The policy file is [`mod@file`], the kernel's index of policy
+//! depths [`mod@index`].
 use std::collections::BTreeMap;
 
 use enforcer_common::{Action, MAX_POLICY_LEVELS, OPERATIONS, Operation, Policy, policy_flags};
