@@ -132,10 +132,10 @@ fn without_privileges_nothing_changes() {
     let cgroup = Cgroup::new("unprivileged");
     let before = policies();
     let enforcer_bin = crate::harness::enforcer_bin();
+    // SAFETY: only async-signal-safe calls between fork and exec.
     let output = unsafe {
         Command::new(enforcer_bin)
             .args(["attach", "--cgroup", cgroup.arg(), "--deny", "settime"])
-            // SAFETY: only async-signal-safe calls between fork and exec.
             .pre_exec(|| {
                 if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
                     return Err(std::io::Error::last_os_error());

@@ -97,7 +97,7 @@ fn the_nearest_policy_wins() {
     // The child's policy does not name mount, so mount is allowed there: nearest wins whole.
     assert_eq!(
         probe(Some(&child), &["umount", "/nonexistent"]).errno(),
-        libc::ENOENT as i64
+        i64::from(libc::ENOENT)
     );
 }
 

@@ -68,7 +68,7 @@ fn cstr(s: &str) -> CString {
 /// Sets the offsets of a new time namespace (CRIU, `unshare --time`): changes no clock.
 fn timens_offsets() -> Result<i64, i32> {
     // SAFETY: plain system call.
-    check(unsafe { libc::unshare(libc::CLONE_NEWTIME) } as c_long)?;
+    check(c_long::from(unsafe { libc::unshare(libc::CLONE_NEWTIME) }))?;
     fs::write("/proc/self/timens_offsets", "monotonic 10 0\n")
         .map(|()| 0)
         .map_err(|err| err.raw_os_error().unwrap_or(0))
@@ -118,6 +118,7 @@ fn ptrace_attach(pid: i32) -> Result<i64, i32> {
     let attached =
         check(unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, ptr::null_mut::<c_void>(), 0) });
     if attached.is_ok() {
+        // SAFETY: detaching a tracee this process seized; no pointer arguments.
         unsafe { libc::ptrace(libc::PTRACE_DETACH, pid, 0, 0) };
     }
     attached

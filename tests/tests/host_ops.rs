@@ -33,7 +33,7 @@ fn native() -> Option<MutexGuard<'static, ()>> {
     Some(
         SERIAL
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
     )
 }
 

@@ -69,7 +69,7 @@ fn native() -> Option<MutexGuard<'static, ()>> {
     Some(
         SERIAL
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
     )
 }
 
@@ -444,7 +444,7 @@ fn thirty_two_bit_calls_are_judged_by_their_own_numbers() {
     let cgroup = Cgroup::new("enforcer-t6-ia32");
     ok(attach_syscall(&cgroup, "--kill", "settime"));
     let tail = Tail::start(&cgroup);
-    let as_strings = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    let as_strings = |args: &[&str]| args.iter().map(ToString::to_string).collect::<Vec<_>>();
     // setresuid(-1, -1, -1): changes nothing.
     let setresuid = probe(
         &setup_for(Some(&cgroup), "setresuid"),
@@ -490,12 +490,12 @@ fn refused_settime(name: &str, setup: &[&str]) -> Value {
     let mut all = vec!["--cgroup", cgroup.arg()];
     all.extend_from_slice(setup);
     let outcome = probe(&all, &raw(SETTIMEOFDAY, &[0, 0]));
-    assert_eq!(outcome.errno(), libc::EPERM as i64, "{outcome:?}");
+    assert_eq!(outcome.errno(), i64::from(libc::EPERM), "{outcome:?}");
     let pid = outcome.field("pid").as_i64().expect("pid");
     let events = tail.settled_events_of(pid);
     assert_eq!(events.len(), 1, "one event for the call: {events:?}");
     let event = events.into_iter().next().expect("one event");
-    assert_eq!(event["enforcer"]["syscall"]["ret"], -(libc::EPERM as i64));
+    assert_eq!(event["enforcer"]["syscall"]["ret"], -i64::from(libc::EPERM));
     assert_eq!(event["enforcer"]["errno"], libc::EPERM);
     event
 }
@@ -591,7 +591,7 @@ fn record_tallies_a_workload_and_suggests_the_strictest_policy() {
     seccomp.extend(["--seccomp-eperm", "250"]);
     assert_eq!(
         probe(&seccomp, &raw(250, &[0, -1, 0])).errno(),
-        libc::EPERM as i64
+        i64::from(libc::EPERM)
     );
     assert_ne!(
         probe(&inside, &raw(227, &[0, TIMESPEC_NEGATIVE])).errno(),

@@ -164,7 +164,7 @@ pub fn is_kernel_error(line: &str) -> bool {
 /// Boots the VM, handing each console line to `on_line` as it arrives. A VM that dies (or hangs)
 /// before /init prints its first line is booted once more: about one TCG boot in fifteen hits
 /// an early-boot oops here.
-pub fn run(spec: &VmSpec, on_line: &mut dyn FnMut(&str)) -> Result<VmOutcome> {
+pub fn run(spec: &VmSpec<'_>, on_line: &mut dyn FnMut(&str)) -> Result<VmOutcome> {
     let first = attempt(spec, on_line)?;
     if first.booted_release.is_some() {
         return Ok(first);
@@ -183,7 +183,7 @@ pub fn run(spec: &VmSpec, on_line: &mut dyn FnMut(&str)) -> Result<VmOutcome> {
     Ok(second)
 }
 
-fn attempt(spec: &VmSpec, on_line: &mut dyn FnMut(&str)) -> Result<VmOutcome> {
+fn attempt(spec: &VmSpec<'_>, on_line: &mut dyn FnMut(&str)) -> Result<VmOutcome> {
     let mut qemu = spec.command();
     let shown = cmd::display(&qemu);
     let start = Instant::now();

@@ -405,8 +405,8 @@ fn adjtimex_read() -> Outcome {
 
 /// settimeofday(NULL, NULL): passes the clock checks, changes nothing. True when refused.
 fn settime_null_refused() -> bool {
-    // SAFETY: NULL arguments are valid for the settimeofday system call (glibc's wrapper is not).
     let null = ptr::null::<c_void>();
+    // SAFETY: NULL arguments are valid for the settimeofday system call (glibc's wrapper is not).
     unsafe { libc::syscall(libc::SYS_settimeofday, null, null) != 0 }
 }
 
@@ -440,7 +440,7 @@ fn mount(
     let target = cstr(target);
     let fstype = fstype.map(cstr);
     // SAFETY: NUL-terminated strings that outlive the call.
-    check(unsafe {
+    check(c_long::from(unsafe {
         libc::mount(
             source.as_ptr(),
             target.as_ptr(),
@@ -448,13 +448,13 @@ fn mount(
             flags,
             ptr::null(),
         )
-    } as c_long)
+    }))
 }
 
 fn umount(target: &str) -> Outcome {
     let target = cstr(target);
     // SAFETY: NUL-terminated string.
-    check(unsafe { libc::umount2(target.as_ptr(), 0) } as c_long)
+    check(c_long::from(unsafe { libc::umount2(target.as_ptr(), 0) }))
 }
 
 const FSCONFIG_SET_FLAG: c_long = 0;
@@ -514,11 +514,9 @@ fn fsmount_detached() -> Outcome {
     let mnt = fsmount()? as c_int;
     let name = cstr("written-through-fd");
     // SAFETY: directory fd from fsmount, NUL-terminated name.
-    let file =
-        check(
-            unsafe { libc::openat(mnt, name.as_ptr(), libc::O_CREAT | libc::O_WRONLY, 0o600) }
-                as c_long,
-        )?;
+    let file = check(c_long::from(unsafe {
+        libc::openat(mnt, name.as_ptr(), libc::O_CREAT | libc::O_WRONLY, 0o600)
+    }))?;
     // SAFETY: fd just opened, a static buffer.
     check(unsafe { libc::write(file as c_int, b"x".as_ptr().cast(), 1) } as c_long)
 }
