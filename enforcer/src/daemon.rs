@@ -15,6 +15,7 @@
 //! nothing; closing its end unsubscribes it.
 pub mod control;
 pub mod metrics;
+pub mod requests;
 
 use std::{
     fs::{self, File, OpenOptions},

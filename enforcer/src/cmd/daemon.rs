@@ -36,8 +36,9 @@ use crate::{
     consumer::{Consumer, Sink},
     daemon::{
         self, Frame, SOCKET,
-        control::{self, Client, Response},
+        control::{self, Response},
         metrics::Metrics,
+        requests::{self, Client},
     },
     loader,
 };
@@ -302,7 +303,8 @@ async fn serve_control(
                     uid: cred.uid(),
                     pid: cred.pid(),
                 };
-                match tokio::task::spawn_blocking(move || control::execute(request, client)).await {
+                match tokio::task::spawn_blocking(move || requests::execute(request, client)).await
+                {
                     Ok((response, changes)) => {
                         for record in changes {
                             let _ = records.send(record);

@@ -14,8 +14,8 @@
 //! resolved, the policy compiled, the file checked), so the daemon receives resolved cgroups and
 //! compiled policies: `attach` {`cgroup`, `policy`}, `detach` {`id`, `shown`}, `apply`
 //! {`policies`: [{`cgroup`, `policy`}], `dry_run`, `prune`}, `list` {`json`}. The daemon runs the
-//! functions of the direct path under the same state lock and answers with what the direct path
-//! would print on stdout, and on failure its exit code and one-line message. A client whose
+//! functions of the direct path under the same state lock ([`super::requests`]) and answers with
+//! what the direct path would print on stdout, and on failure its exit code and one-line message. A client whose
 //! `SO_PEERCRED` uid is not 0 is refused as not privileged.
 //!
 //! When nothing accepts on the socket (no daemon, or one that was killed), the CLI takes the
@@ -23,7 +23,6 @@
 use std::{
     io::{BufRead, BufReader, Write},
     os::unix::net::UnixStream,
-    time::SystemTime,
 };
 
 use anyhow::{Result, bail};
@@ -31,12 +30,7 @@ use enforcer_common::{Action, OP_SLOTS, Policy};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::{
-    cgroup::{Cgroup, PathCache},
-    error::ExitError,
-    loader::LoaderError,
-    ops, policy,
-};
+use crate::{cgroup::Cgroup, error::ExitError, loader::LoaderError};
 
 /// The control socket.
 pub const SOCKET: &str = "/run/enforcer/control.sock";
@@ -95,7 +89,7 @@ impl From<Policy> for WirePolicy {
 
 impl WirePolicy {
     /// The kernel record, refused when it is not one the client could have compiled for `cgroup`.
-    fn into_policy(self, cgroup: &Cgroup) -> Result<Policy> {
+    pub fn into_policy(self, cgroup: &Cgroup) -> Result<Policy> {
         let Ok(actions) = <[u8; OP_SLOTS]>::try_from(self.actions.as_slice()) else {
             bail!(
                 "the request for {} carries {} action slots, not {OP_SLOTS}; run the enforcer binary of the same version as the daemon",
@@ -162,14 +156,14 @@ pub struct Response {
 }
 
 impl Response {
-    fn done(stdout: String) -> Self {
+    pub fn done(stdout: String) -> Self {
         Self {
             stdout,
             error: None,
         }
     }
 
-    fn failed(stdout: String, err: &anyhow::Error) -> Self {
+    pub fn failed(stdout: String, err: &anyhow::Error) -> Self {
         Self {
             stdout,
             error: Some(WireError {
@@ -259,152 +253,13 @@ pub fn forward(request: &Request) -> Result<bool> {
     }
 }
 
-/// Who sent a request, for the log.
-#[derive(Clone, Copy, Debug)]
-pub struct Client {
-    pub uid: u32,
-    pub pid: Option<i32>,
-}
-
-/// Daemon side: carries out a request from a root client with the direct path's functions (which
-/// take the state lock), blocking. Returns the answer and a state record per policy change made.
-pub fn execute(request: Request, client: Client) -> (Response, Vec<Value>) {
-    let mut records = Vec::new();
-    let response = match request {
-        Request::Attach { cgroup, policy } => {
-            let target = Cgroup::from(cgroup);
-            match policy
-                .into_policy(&target)
-                .and_then(|policy| Ok((policy, ops::attach(&target, policy)?)))
-            {
-                Ok((policy, previous)) => {
-                    records.push(state(
-                        "policy-attached",
-                        "attach",
-                        target.id,
-                        &target.path,
-                        &policy,
-                        previous.as_ref(),
-                        client,
-                    ));
-                    Response::done(ops::attach_report(&target, &policy))
-                }
-                Err(err) => Response::failed(String::new(), &err),
-            }
-        }
-        Request::Detach { id, shown } => {
-            let path = if shown.parse::<u64>().is_ok() {
-                PathCache::default().path(id)
-            } else {
-                shown.clone()
-            };
-            match ops::detach(id, &shown) {
-                Ok(removed) => {
-                    records.push(state(
-                        "policy-detached",
-                        "detach",
-                        id,
-                        &path,
-                        &removed,
-                        None,
-                        client,
-                    ));
-                    Response::done(ops::detach_report(&shown))
-                }
-                Err(err) => Response::failed(String::new(), &err),
-            }
-        }
-        Request::Apply {
-            policies,
-            dry_run,
-            prune,
-        } => {
-            let mut desired = ops::Desired::new();
-            let mut malformed = None;
-            for Entry { cgroup, policy } in policies {
-                let target = Cgroup::from(cgroup);
-                match policy.into_policy(&target) {
-                    Ok(policy) => {
-                        desired.insert(target.id, (target, policy));
-                    }
-                    Err(err) => malformed = Some(err),
-                }
-            }
-            let mut out = String::new();
-            let mut made = Vec::new();
-            let result = match malformed {
-                Some(err) => Err(err),
-                None => ops::apply(&desired, dry_run, prune, &mut out, &mut made),
-            };
-            for change in made {
-                records.push(match change {
-                    ops::Made::Attached {
-                        target,
-                        policy,
-                        previous,
-                    } => state(
-                        "policy-attached",
-                        "apply",
-                        target.id,
-                        &target.path,
-                        &policy,
-                        previous.as_ref(),
-                        client,
-                    ),
-                    ops::Made::Detached { id, path, policy } => {
-                        state("policy-detached", "apply", id, &path, &policy, None, client)
-                    }
-                });
-            }
-            match result {
-                Ok(()) => Response::done(out),
-                Err(err) => Response::failed(out, &err),
-            }
-        }
-        Request::List { json } => match ops::list(json) {
-            Ok(out) => Response::done(out),
-            Err(err) => Response::failed(String::new(), &err),
-        },
-    };
-    (response, records)
-}
-
-/// The daemon's stdout record of one policy change (`event.kind` `state`), beside the events.
-fn state(
-    action: &str,
-    command: &str,
-    id: u64,
-    path: &str,
-    policy: &Policy,
-    previous: Option<&Policy>,
-    client: Client,
-) -> Value {
-    let operations: serde_json::Map<String, Value> = policy::describe(policy)
-        .into_iter()
-        .map(|(op, action)| (op.name().to_owned(), json!(action.name())))
-        .collect();
-    json!({
-        "@timestamp": humantime::format_rfc3339_nanos(SystemTime::now()).to_string(),
-        "event": { "kind": "state", "action": action, "type": ["change"] },
-        "cgroup": { "id": id, "path": path },
-        "user": { "id": client.uid.to_string() },
-        "enforcer": {
-            "command": command,
-            "policy": policy::summary(policy),
-            "operations": operations,
-            "previous_policy": previous.map(policy::summary),
-            "client_pid": client.pid,
-        },
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::error::Exit;
 
     fn sample_policy(level: u32) -> Policy {
-        policy::compile(
+        crate::policy::compile(
             &[(Action::Deny, vec![enforcer_common::Operation::Settime])],
             level,
         )
@@ -497,28 +352,5 @@ mod tests {
             &anyhow::Error::from(ExitError::no_policy("/x")),
         );
         assert_eq!(no_policy.error.unwrap().code, 7);
-    }
-
-    #[test]
-    fn a_state_record_names_the_cgroup_and_the_policy() {
-        let record = state(
-            "policy-attached",
-            "attach",
-            42,
-            "/pod",
-            &sample_policy(1),
-            None,
-            Client {
-                uid: 0,
-                pid: Some(7),
-            },
-        );
-        assert_eq!(record["event"]["kind"], "state");
-        assert_eq!(record["event"]["action"], "policy-attached");
-        assert_eq!(record["cgroup"]["id"], 42);
-        assert_eq!(record["cgroup"]["path"], "/pod");
-        assert_eq!(record["enforcer"]["policy"], "deny=settime");
-        assert_eq!(record["enforcer"]["operations"]["settime"], "deny");
-        assert!(record["enforcer"]["previous_policy"].is_null());
     }
 }
