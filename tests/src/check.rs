@@ -211,7 +211,7 @@ mod nobpf {
         for name in ["privileges", "kernel", "btf", "cgroup", "bpffs"] {
             assert_eq!(entry(&doc, name)["status"], "ok", "{doc}");
         }
-        // Without BPF LSM this kernel still gets the syscall layer (#6).
+        // Without BPF LSM this kernel still gets the syscall layer.
         let mode = entry(&doc, "mode");
         assert_eq!(mode["status"], "warn", "{mode}");
         assert!(

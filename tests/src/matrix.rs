@@ -178,7 +178,7 @@ pub fn run(name: &str, case: &Case, mode: Mode) {
     );
 }
 
-/// `kill` on the syscall layer alone (#6): SIGKILL is queued at `sys_enter` and lands when the
+/// `kill` on the syscall layer alone: SIGKILL is queued at `sys_enter` and lands when the
 /// call returns to user space, so the call itself runs. Measures, per path, whether its change
 /// happened before the caller died (`KILL-SIDE-EFFECT <case> happened|prevented|unobservable`
 /// on stdout, the README's table), and holds it to what was measured: a change made by the

@@ -1,4 +1,4 @@
-//! The syscall layer (#6) in the VM, with BPF LSM active: attribution of the enforcer's own LSM
+//! The syscall layer in the VM, with BPF LSM active: attribution of the enforcer's own LSM
 //! denials, seccomp and capability attribution on the VM kernels, and `record --suggest` applied
 //! to the workload it recorded. The host runs the rest natively (tests/tests/host_syscall.rs).
 use std::{

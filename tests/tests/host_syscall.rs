@@ -1,4 +1,4 @@
-//! The syscall layer (#6) natively on the host: raw tracepoints load and attach on kernels that
+//! The syscall layer natively on the host: raw tracepoints load and attach on kernels that
 //! refuse BPF LSM, so these run without the VM (`cargo xtask test` runs them first, as root).
 //!
 //! Every guarded system call is made with harmless arguments (NULL pointers, invalid descriptors

@@ -32,7 +32,7 @@ pub enum Bench {
     /// no icount), unpaced and paced, with drops: the rate a consumer keeps up with.
     Events(HooksArgs),
     /// Instructions per getpid / 1-byte read with no programs, the LSM programs only, and the
-    /// syscall layer (#6) on, as ratios.
+    /// syscall layer on, as ratios.
     Syscalls(HooksArgs),
 }
 

@@ -146,7 +146,7 @@ fn hooks() -> Result<()> {
     Ok(())
 }
 
-/// Guest side of `cargo xtask bench syscalls` (#6): what the syscall layer's `sys_enter` and
+/// Guest side of `cargo xtask bench syscalls`: what the syscall layer's `sys_enter` and
 /// `sys_exit` programs cost every system call of every task, guarded or not: `getpid` and a
 /// one-byte `read` of /dev/zero with no programs, with the LSM programs only (a policy without
 /// the syscall layer), with the syscall layer on (caller outside the policy, then inside), and
