@@ -7,6 +7,7 @@ mod container;
 mod daemon;
 mod error;
 mod events;
+mod host;
 mod kernel_layout;
 mod loader;
 mod policy;
