@@ -1,5 +1,6 @@
 //! `enforcer`: per-container syscall policy enforcer on BPF LSM.
 mod cgroup;
+mod check;
 mod cli;
 mod cmd;
 mod consumer;
