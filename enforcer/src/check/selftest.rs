@@ -69,8 +69,10 @@ impl Failure {
             Self::CgroupDir { root, .. } => {
                 format!("make sure {} is writable by root", root.display())
             }
-            Self::Cgroup(_) | Self::StartChild(_) | Self::ReadChild(_) => SEE.to_owned(),
-            Self::ChildFailed { .. } => SEE.to_owned(),
+            Self::Cgroup(_)
+            | Self::StartChild(_)
+            | Self::ReadChild(_)
+            | Self::ChildFailed { .. } => SEE.to_owned(),
             Self::Policy(_) | Self::ChildReport { .. } => "rebuild enforcer".to_owned(),
             Self::Attach(err) => err
                 .downcast_ref::<LoaderError>()
@@ -434,7 +436,14 @@ mod tests {
             "boot a kernel with CONFIG_BPF_LSM=y and bpf in lsm="
         );
         // Through `anyhow`, as the policy store returns it.
-        let attach = Failure::Attach(LoaderError::NotPrivileged.into());
+        let attach = Failure::Attach(
+            anyhow::Error::from(LoaderError::NotPrivileged)
+                .context("cannot sync the syscall layer"),
+        );
         assert_eq!(attach.fix(), "run it as root");
+        assert_eq!(
+            attach.to_string(),
+            "cannot attach the test policy: cannot sync the syscall layer: this needs root (CAP_SYS_ADMIN and CAP_BPF); run it as root"
+        );
     }
 }
