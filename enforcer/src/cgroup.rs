@@ -8,6 +8,8 @@ use std::{
 
 use thiserror::Error;
 
+use crate::host;
+
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
 #[derive(Debug, Error)]
@@ -42,22 +44,12 @@ pub struct Cgroup {
 /// Where cgroup v2 is mounted: `/sys/fs/cgroup` on unified hosts, `/sys/fs/cgroup/unified` on
 /// hybrid ones.
 pub fn root() -> Result<PathBuf, CgroupError> {
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|err| CgroupError::Io("/proc/self/mountinfo".into(), err))?;
-    mountinfo
-        .lines()
-        .filter_map(parse_mountinfo_line)
-        .find(|(fstype, _)| *fstype == "cgroup2")
-        .map(|(_, mount_point)| PathBuf::from(mount_point))
+    let mountinfo =
+        host::mountinfo().map_err(|err| CgroupError::Io("/proc/self/mountinfo".into(), err))?;
+    host::mounts(&mountinfo)
+        .find(|mount| mount.fstype == "cgroup2")
+        .map(|mount| PathBuf::from(mount.point))
         .ok_or(CgroupError::NoCgroup2)
-}
-
-/// (fstype, mount point) of one mountinfo line.
-fn parse_mountinfo_line(line: &str) -> Option<(&str, &str)> {
-    let (left, right) = line.split_once(" - ")?;
-    let mount_point = left.split(' ').nth(4)?;
-    let fstype = right.split(' ').next()?;
-    Some((fstype, mount_point))
 }
 
 /// Resolves what the user typed after `--cgroup`: a number is an id, anything else a path, either
@@ -219,20 +211,6 @@ pub fn processes_below(target: &Cgroup) -> Result<Vec<u32>, CgroupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn finds_cgroup2_in_mountinfo() {
-        let line = "35 24 0:30 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw";
-        assert_eq!(
-            parse_mountinfo_line(line),
-            Some(("cgroup2", "/sys/fs/cgroup/unified"))
-        );
-        let v1 = "36 24 0:31 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu";
-        assert_eq!(
-            parse_mountinfo_line(v1),
-            Some(("cgroup", "/sys/fs/cgroup/cpu"))
-        );
-    }
 
     #[test]
     fn relative_paths_display_from_the_root() {

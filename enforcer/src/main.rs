@@ -1,5 +1,6 @@
 //! `enforcer`: per-container syscall policy enforcer on BPF LSM.
 mod cgroup;
+mod check;
 mod cli;
 mod cmd;
 mod consumer;
@@ -7,6 +8,7 @@ mod container;
 mod daemon;
 mod error;
 mod events;
+mod host;
 mod kernel_layout;
 mod loader;
 mod ops;

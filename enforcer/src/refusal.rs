@@ -3,7 +3,7 @@
 //! in the active LSM list, booting with `bpf` in `lsm=` changes nothing: something else refuses.
 use std::{fmt, fs};
 
-use crate::loader;
+use crate::host;
 
 const LOCKDOWN: &str = "/sys/kernel/security/lockdown";
 
@@ -27,8 +27,8 @@ pub enum Refusal {
 impl Refusal {
     /// Looks at the machine now (right after the refusal).
     pub fn find() -> Self {
-        match loader::active_lsms() {
-            Ok(lsms) if lsms.split(',').any(|lsm| lsm == "bpf") => Self::BpfActive {
+        match host::active_lsms() {
+            Ok(lsms) if host::lsm_listed(&lsms, "bpf") => Self::BpfActive {
                 lockdown: fs::read_to_string(LOCKDOWN)
                     .ok()
                     .and_then(|modes| lockdown_mode(&modes)),
