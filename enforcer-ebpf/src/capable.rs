@@ -4,7 +4,7 @@
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use enforcer_common::caps::{CAP_SYS_ADMIN, CAP_SYS_TIME};
 
-use crate::{mount, policy::Verdict, time};
+use crate::{decide::Verdict, mount, time};
 
 /// `capable(const struct cred *cred, struct user_namespace *ns, int cap, unsigned int opts)`.
 /// Runs on every capability check in the system, so anything but the two capabilities above
