@@ -20,6 +20,7 @@ pub mod event;
 pub mod kernel_layout;
 pub mod ops;
 pub mod syscalls;
+mod table;
 #[cfg(feature = "user")]
 mod user;
 

@@ -1,14 +1,7 @@
 //! The operations a policy can name, the hooks that guard them and the actions a policy can take:
-//! the registry user space attaches from and the programs report by.
-
-/// An operation a policy can act on. The discriminant indexes [`crate::Policy::actions`] and [`crate::Counters`].
-#[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Operation {
-    Mount = 0,
-    Keyctl = 1,
-    Settime = 2,
-}
+//! the registry user space attaches from and the programs report by. The operations themselves
+//! are rows of `operations!` (see `table.rs` for what each row generates).
+use crate::table::operations;
 
 /// What a policy does with an operation.
 #[repr(u8)]
@@ -116,6 +109,12 @@ pub struct OpSpec {
     pub name: &'static str,
     pub summary: &'static str,
     pub hooks: &'static [Hook],
+    /// The capability its calls check first ([`Operation::capability`]).
+    pub capability: Option<i32>,
+    /// Its guarded system calls (x86_64 numbers; [`crate::syscalls::CALLS`] has their rows).
+    pub calls: &'static [i64],
+    /// The call `enforcer check` attempts to see the operation refused.
+    pub self_test: i64,
 }
 
 /// A BPF LSM program named after its hook.
@@ -184,37 +183,120 @@ pub const SYSCALL_HOOKS: &[HookSpec] = &[
     },
 ];
 
-/// Every operation a policy can name. Adding an operation is one row here plus one hook module in
-/// `enforcer-ebpf`.
-pub const OPERATIONS: &[OpSpec] = &[
-    OpSpec {
-        op: Operation::Mount,
+operations! {
+    family Mount = 0 {
         name: "mount",
         summary: "mount, unmount, remount, bind, move, pivot_root, the new mount API",
-        hooks: &[
-            Hook::SbMount,
-            Hook::SbUmount,
-            Hook::SbPivotroot,
-            Hook::MoveMount,
-            Hook::Capable,
-            Hook::InodeRmdir,
-            Hook::InodeUnlink,
-            Hook::InodeRename,
+        hooks: [
+            SbMount,
+            SbUmount,
+            SbPivotroot,
+            MoveMount,
+            Capable,
+            InodeRmdir,
+            InodeUnlink,
+            InodeRename,
         ],
-    },
-    OpSpec {
-        op: Operation::Keyctl,
+        capability: Some(caps::CAP_SYS_ADMIN),
+        self_test: MOUNT,
+        calls: {
+            MOUNT = 165, "mount", judged at hook, ia32 numbers [MOUNT = 21];
+            UMOUNT2 = 166, "umount2", judged at hook, ia32 numbers [
+                /// `umount(name)`: umount2 without flags.
+                UMOUNT = 22,
+                UMOUNT2 = 52,
+            ];
+            PIVOT_ROOT = 155, "pivot_root", judged at hook, ia32 numbers [PIVOT_ROOT = 217];
+            OPEN_TREE = 428, "open_tree", judged at capability, ia32 same [];
+            MOVE_MOUNT = 429, "move_mount", judged at hook, ia32 same [];
+            FSOPEN = 430, "fsopen", judged at capability, ia32 same [];
+            FSCONFIG = 431, "fsconfig", judged at capability, ia32 same [];
+            FSMOUNT = 432, "fsmount", judged at capability, ia32 same [];
+            FSPICK = 433, "fspick", judged at capability, ia32 same [];
+            MOUNT_SETATTR = 442, "mount_setattr", judged at capability, ia32 same [];
+            /// `open_tree_attr` (kernel 6.15): `open_tree` with mount attributes; no dedicated
+            /// hook.
+            OPEN_TREE_ATTR = 467, "open_tree_attr", judged at capability, ia32 same [];
+        }
+        strings: {
+            MOUNT => [0, 1, 2],
+            UMOUNT2 => [NO_ARG, 0, NO_ARG],
+            PIVOT_ROOT => [1, 0, NO_ARG],
+            MOVE_MOUNT => [1, 3, NO_ARG],
+            OPEN_TREE | FSPICK | MOUNT_SETATTR | OPEN_TREE_ATTR => [NO_ARG, 1, NO_ARG],
+            FSOPEN => [NO_ARG, NO_ARG, 0],
+            FSCONFIG => [NO_ARG, NO_ARG, 2],
+        }
+    }
+    family Keyctl = 1 {
         name: "keyctl",
         summary: "create, find, read, change or link kernel keys and keyrings",
-        hooks: &[Hook::KeyAlloc, Hook::KeyPermission],
-    },
-    OpSpec {
-        op: Operation::Settime,
+        hooks: [KeyAlloc, KeyPermission],
+        capability: None,
+        self_test: ADD_KEY,
+        calls: {
+            ADD_KEY = 248, "add_key", judged at hook, ia32 numbers [ADD_KEY = 286];
+            REQUEST_KEY = 249, "request_key", judged at hook, ia32 numbers [REQUEST_KEY = 287];
+            KEYCTL = 250, "keyctl", judged at hook, ia32 numbers [KEYCTL = 288];
+        }
+        strings: {
+            ADD_KEY | REQUEST_KEY => [0, 1, NO_ARG],
+        }
+    }
+    family Settime = 2 {
         name: "settime",
         summary: "set or adjust the system clock",
-        hooks: &[Hook::Capable],
-    },
-];
+        hooks: [Capable],
+        capability: Some(caps::CAP_SYS_TIME),
+        self_test: SETTIMEOFDAY,
+        calls: {
+            SETTIMEOFDAY = 164, "settimeofday", judged at capability, ia32 numbers [
+                /// `stime(time_t *)`: sets the clock.
+                STIME = 25,
+                SETTIMEOFDAY = 79,
+            ];
+            CLOCK_SETTIME = 227, "clock_settime", judged at capability,
+                ia32 numbers [CLOCK_SETTIME = 264, CLOCK_SETTIME64 = 404];
+            ADJTIMEX = 159, "adjtimex", judged at capability, ia32 numbers [ADJTIMEX = 124];
+            CLOCK_ADJTIME = 305, "clock_adjtime", judged at capability,
+                ia32 numbers [CLOCK_ADJTIME = 343, CLOCK_ADJTIME64 = 405];
+        }
+        strings: {}
+    }
+    // Not guarded by number: named for the events of the hooks that see them (a mount point
+    // removed, a pin unlinked).
+    seen: {
+        calls: {
+            RENAME = 82, "rename";
+            RMDIR = 84, "rmdir";
+            UNLINK = 87, "unlink";
+            UNLINKAT = 263, "unlinkat";
+            RENAMEAT = 264, "renameat";
+            RENAMEAT2 = 316, "renameat2";
+        }
+        strings: {
+            RMDIR | UNLINK => [NO_ARG, 0, NO_ARG],
+            UNLINKAT => [NO_ARG, 1, NO_ARG],
+            RENAME => [0, 1, NO_ARG],
+            RENAMEAT | RENAMEAT2 => [1, 3, NO_ARG],
+        }
+    }
+}
+
+/// The kernel cuts program names at 15 bytes: a longer one fails every build, the BPF object's
+/// included.
+const _: () = {
+    let mut i = 0;
+    while i < HOOKS.len() {
+        assert!(HOOKS[i].program.len() <= 15);
+        i += 1;
+    }
+    let mut i = 0;
+    while i < SYSCALL_HOOKS.len() {
+        assert!(SYSCALL_HOOKS[i].program.len() <= 15);
+        i += 1;
+    }
+};
 
 /// Capabilities whose checks the `capable` program guards.
 pub mod caps {
@@ -225,24 +307,6 @@ pub mod caps {
 impl Operation {
     pub fn spec(self) -> Option<&'static OpSpec> {
         OPERATIONS.iter().find(|spec| spec.op == self)
-    }
-
-    pub fn from_u8(raw: u8) -> Option<Self> {
-        OPERATIONS
-            .iter()
-            .map(|spec| spec.op)
-            .find(|op| *op as u8 == raw)
-    }
-
-    pub fn from_name(name: &str) -> Option<Self> {
-        OPERATIONS
-            .iter()
-            .find(|spec| spec.name == name)
-            .map(|spec| spec.op)
-    }
-
-    pub fn name(self) -> &'static str {
-        self.spec().map_or("unknown", |spec| spec.name)
     }
 }
 
@@ -308,6 +372,30 @@ mod tests {
     fn every_operation_is_in_the_table() {
         for op in [Operation::Mount, Operation::Keyctl, Operation::Settime] {
             assert!(op.spec().is_some(), "{op:?}");
+            assert_eq!(Operation::from_u8(op as u8), Some(op));
+        }
+        assert_eq!(Operation::from_u8(OPERATIONS.len() as u8), None);
+    }
+
+    #[test]
+    fn every_operation_lists_its_own_calls() {
+        for spec in OPERATIONS {
+            let calls = syscalls::CALLS
+                .iter()
+                .filter(|call| call.op == spec.op)
+                .map(|call| call.nr);
+            assert!(calls.eq(spec.calls.iter().copied()), "{}", spec.name);
+            assert!(spec.calls.contains(&spec.self_test), "{}", spec.name);
+            assert_eq!(spec.capability, spec.op.capability());
+            // A call judged at its capability check needs the capability and the `capable`
+            // program.
+            if syscalls::CALLS
+                .iter()
+                .any(|call| call.op == spec.op && call.at_capability)
+            {
+                assert!(spec.capability.is_some(), "{}", spec.name);
+                assert!(spec.hooks.contains(&Hook::Capable), "{}", spec.name);
+            }
         }
     }
 }

@@ -24,9 +24,7 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use enforcer_common::{
-    Action, Hook, Inflight, Operation,
-    caps::{CAP_SYS_ADMIN, CAP_SYS_TIME},
-    policy_flags, refused_by, source,
+    Action, Hook, Inflight, Operation, policy_flags, refused_by, source,
     syscalls::{self, ClockCall},
 };
 
@@ -236,10 +234,8 @@ fn seccomp_filtered() -> bool {
 /// The current task's effective capabilities lack the one `op`'s calls check first.
 #[inline(always)]
 fn lacks_capability(op: Operation) -> bool {
-    let cap = match op {
-        Operation::Mount => CAP_SYS_ADMIN,
-        Operation::Settime => CAP_SYS_TIME,
-        Operation::Keyctl => return false,
+    let Some(cap) = op.capability() else {
+        return false;
     };
     let layout = layout::get();
     // SAFETY: plain helper call; the task pointer is only used for checked kernel reads.
