@@ -44,7 +44,7 @@ pub mod policy_flags {
     /// Workload arming: a task that entered the cgroup is subject from its first exec there; the
     /// container runtime's setup before that exec is not.
     pub const ARM_EXEC: u32 = 1 << 1;
-    /// Syscall layer only (#6, `attach --layer syscall`): the LSM programs leave this policy's
+    /// Syscall layer only (`attach --layer syscall`): the LSM programs leave this policy's
     /// cgroups alone, so it behaves the same on hosts with and without BPF LSM. Set only together
     /// with [`SYSCALL_LAYER`].
     pub const SYSCALL_ONLY: u32 = 1 << 2;
