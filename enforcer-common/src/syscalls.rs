@@ -2,36 +2,40 @@
 //! (the `capable` and key hooks narrow themselves to these calls), the syscall layer and the
 //! event decoder, so both layers judge every call the same way.
 //!
+//! The numbers, names and string arguments of each family's calls are generated from its
+//! `operations!` row (in `ops.rs`) and re-exported here; what is written here is the rules that
+//! hold for every call (32-bit and x32 numbering, calls newer than this build, clock changes).
+//!
 //! x86_64 numbers are canonical. A 32-bit (ia32) caller's numbers go through [`ia32::native`],
 //! an x32 caller's (bit 30 set) through [`x32::native`]; [`native`] picks the right one.
 
-pub const SETTIMEOFDAY: i64 = 164;
-pub const CLOCK_SETTIME: i64 = 227;
-pub const ADJTIMEX: i64 = 159;
-pub const CLOCK_ADJTIME: i64 = 305;
-pub const MOUNT: i64 = 165;
-pub const UMOUNT2: i64 = 166;
-pub const PIVOT_ROOT: i64 = 155;
-pub const OPEN_TREE: i64 = 428;
-pub const MOVE_MOUNT: i64 = 429;
-pub const FSOPEN: i64 = 430;
-pub const FSCONFIG: i64 = 431;
-pub const FSMOUNT: i64 = 432;
-pub const FSPICK: i64 = 433;
-pub const MOUNT_SETATTR: i64 = 442;
-/// `open_tree_attr` (kernel 6.15): `open_tree` with mount attributes; no dedicated hook.
-pub const OPEN_TREE_ATTR: i64 = 467;
-// Not guarded by number: named for the events of the hooks that see them (a mount point
-// removed, a pin unlinked).
-pub const RENAME: i64 = 82;
-pub const RMDIR: i64 = 84;
-pub const UNLINK: i64 = 87;
-pub const UNLINKAT: i64 = 263;
-pub const RENAMEAT: i64 = 264;
-pub const RENAMEAT2: i64 = 316;
-pub const ADD_KEY: i64 = 248;
-pub const REQUEST_KEY: i64 = 249;
-pub const KEYCTL: i64 = 250;
+use crate::Operation;
+pub use crate::ops::calls::*;
+
+/// One guarded system call, as its `operations!` row says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallSpec {
+    /// x86_64 number.
+    pub nr: i64,
+    pub name: &'static str,
+    pub op: Operation,
+    /// It meets no dedicated hook, only its family's capability check ([`judged_at_capability`]).
+    pub at_capability: bool,
+    pub ia32: Ia32,
+    /// [`string_args`].
+    pub strings: [usize; 3],
+}
+
+/// How a 32-bit (ia32) caller numbers a call: every row must say, so none is forgotten.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ia32 {
+    /// Its numbers in the ia32 table (several when older forms make the same call).
+    Numbers(&'static [i64]),
+    /// The same number in both tables (the mount API from 428 on).
+    Same,
+    /// No 32-bit form.
+    None,
+}
 
 /// The newest x86_64 system call number of the table this build was verified against, and the
 /// kernel it comes from (6.17 added `file_getattr` 468 and `file_setattr` 469; 6.18 added none).
@@ -48,49 +52,6 @@ pub const fn native(raw: i64, compat: bool) -> i64 {
         ia32::native(raw)
     } else {
         x32::native(raw)
-    }
-}
-
-/// The guarded calls as a 32-bit (ia32) caller numbers them. Such a caller may be a 32-bit
-/// program or a 64-bit one using `int $0x80`; the kernel marks both with [`crate::TS_COMPAT`].
-pub mod ia32 {
-    pub const MOUNT: i64 = 21;
-    /// `umount(name)`: umount2 without flags.
-    pub const UMOUNT: i64 = 22;
-    /// `stime(time_t *)`: sets the clock.
-    pub const STIME: i64 = 25;
-    pub const UMOUNT2: i64 = 52;
-    pub const SETTIMEOFDAY: i64 = 79;
-    pub const ADJTIMEX: i64 = 124;
-    pub const PIVOT_ROOT: i64 = 217;
-    pub const CLOCK_SETTIME: i64 = 264;
-    pub const ADD_KEY: i64 = 286;
-    pub const REQUEST_KEY: i64 = 287;
-    pub const KEYCTL: i64 = 288;
-    pub const CLOCK_ADJTIME: i64 = 343;
-    pub const CLOCK_SETTIME64: i64 = 404;
-    pub const CLOCK_ADJTIME64: i64 = 405;
-
-    /// The x86_64 number of the call a 32-bit caller's `nr` makes, for the guarded calls (the
-    /// mount API from 428 on has the same numbers in both tables); -1 for every other call. The
-    /// strings read the same; the requested time is not read (32-bit time layouts).
-    pub const fn native(nr: i64) -> i64 {
-        match nr {
-            MOUNT => super::MOUNT,
-            UMOUNT | UMOUNT2 => super::UMOUNT2,
-            STIME | SETTIMEOFDAY => super::SETTIMEOFDAY,
-            ADJTIMEX => super::ADJTIMEX,
-            PIVOT_ROOT => super::PIVOT_ROOT,
-            CLOCK_SETTIME | CLOCK_SETTIME64 => super::CLOCK_SETTIME,
-            CLOCK_ADJTIME | CLOCK_ADJTIME64 => super::CLOCK_ADJTIME,
-            ADD_KEY => super::ADD_KEY,
-            REQUEST_KEY => super::REQUEST_KEY,
-            KEYCTL => super::KEYCTL,
-            super::OPEN_TREE..=super::OPEN_TREE_ATTR if super::operation(nr).is_some() => nr,
-            // Newer than the verified table: same number in both tables from 403 on.
-            n if n > super::NEWEST_VERIFIED => n,
-            _ => -1,
-        }
     }
 }
 
@@ -160,22 +121,7 @@ pub mod x32 {
 /// capability check before this table knows its name (fail closed; `enforcer check` warns on
 /// such kernels).
 pub const fn is_mount_api_without_hook(nr: i64) -> bool {
-    matches!(
-        nr,
-        OPEN_TREE | FSOPEN | FSCONFIG | FSMOUNT | FSPICK | MOUNT_SETATTR | OPEN_TREE_ATTR
-    ) || nr > NEWEST_VERIFIED
-}
-
-/// The operation a system call belongs to (x86_64 numbers, see [`native`]); `None` for every
-/// call the enforcer does not guard.
-pub const fn operation(nr: i64) -> Option<crate::Operation> {
-    match nr {
-        MOUNT | UMOUNT2 | PIVOT_ROOT | OPEN_TREE | MOVE_MOUNT | FSOPEN | FSCONFIG | FSMOUNT
-        | FSPICK | MOUNT_SETATTR | OPEN_TREE_ATTR => Some(crate::Operation::Mount),
-        ADD_KEY | REQUEST_KEY | KEYCTL => Some(crate::Operation::Keyctl),
-        SETTIMEOFDAY | CLOCK_SETTIME | ADJTIMEX | CLOCK_ADJTIME => Some(crate::Operation::Settime),
-        _ => None,
-    }
+    matches!(judged_at_capability(nr), Some(Operation::Mount)) || nr > NEWEST_VERIFIED
 }
 
 /// `CLOCK_REALTIME`: the only clock `clock_settime` and `clock_adjtime` change through the
@@ -222,52 +168,10 @@ pub const fn timex_changes_clock(modes: u32) -> bool {
     }
 }
 
-/// Every guarded system call, for tests and tables.
-pub const GUARDED: [i64; 18] = [
-    MOUNT,
-    UMOUNT2,
-    PIVOT_ROOT,
-    OPEN_TREE,
-    MOVE_MOUNT,
-    FSOPEN,
-    FSCONFIG,
-    FSMOUNT,
-    FSPICK,
-    MOUNT_SETATTR,
-    OPEN_TREE_ATTR,
-    ADD_KEY,
-    REQUEST_KEY,
-    KEYCTL,
-    SETTIMEOFDAY,
-    CLOCK_SETTIME,
-    ADJTIMEX,
-    CLOCK_ADJTIME,
-];
-
 /// No argument: past the six a system call has, so `args.get(NO_ARG)` is `None`. (A plain
 /// index instead of `Option` keeps undefined payload bytes out of the BPF code, which the
 /// verifier rejects when the compiler spills them.)
 pub const NO_ARG: usize = 6;
-
-/// Which argument of the call fills each of [`crate::Event::strings`]' slots
-/// ([`crate::string_slot`]): source, target, file system type.
-pub const fn string_args(nr: i64) -> [usize; 3] {
-    match nr {
-        MOUNT => [0, 1, 2],
-        UMOUNT2 => [NO_ARG, 0, NO_ARG],
-        PIVOT_ROOT => [1, 0, NO_ARG],
-        MOVE_MOUNT => [1, 3, NO_ARG],
-        OPEN_TREE | FSPICK | MOUNT_SETATTR | OPEN_TREE_ATTR => [NO_ARG, 1, NO_ARG],
-        FSOPEN => [NO_ARG, NO_ARG, 0],
-        FSCONFIG => [NO_ARG, NO_ARG, 2],
-        ADD_KEY | REQUEST_KEY => [0, 1, NO_ARG],
-        RMDIR | UNLINK => [NO_ARG, 0, NO_ARG],
-        UNLINKAT => [NO_ARG, 1, NO_ARG],
-        RENAME => [0, 1, NO_ARG],
-        RENAMEAT | RENAMEAT2 => [1, 3, NO_ARG],
-        _ => [NO_ARG; 3],
-    }
-}
 
 /// Which argument points at the requested time (`timeval`/`timespec`, seconds first).
 pub const fn time_arg(nr: i64) -> usize {
@@ -276,36 +180,6 @@ pub const fn time_arg(nr: i64) -> usize {
         CLOCK_SETTIME => 1,
         _ => NO_ARG,
     }
-}
-
-pub fn name(nr: i64) -> Option<&'static str> {
-    Some(match nr {
-        SETTIMEOFDAY => "settimeofday",
-        CLOCK_SETTIME => "clock_settime",
-        ADJTIMEX => "adjtimex",
-        CLOCK_ADJTIME => "clock_adjtime",
-        MOUNT => "mount",
-        UMOUNT2 => "umount2",
-        PIVOT_ROOT => "pivot_root",
-        OPEN_TREE => "open_tree",
-        MOVE_MOUNT => "move_mount",
-        FSOPEN => "fsopen",
-        FSCONFIG => "fsconfig",
-        FSMOUNT => "fsmount",
-        FSPICK => "fspick",
-        MOUNT_SETATTR => "mount_setattr",
-        OPEN_TREE_ATTR => "open_tree_attr",
-        ADD_KEY => "add_key",
-        REQUEST_KEY => "request_key",
-        KEYCTL => "keyctl",
-        RENAME => "rename",
-        RMDIR => "rmdir",
-        UNLINK => "unlink",
-        UNLINKAT => "unlinkat",
-        RENAMEAT => "renameat",
-        RENAMEAT2 => "renameat2",
-        _ => return None,
-    })
 }
 
 #[cfg(test)]
@@ -347,7 +221,7 @@ mod tests {
         assert!(!is_mount_api_without_hook(NEWEST_VERIFIED));
         assert!(!is_mount_api_without_hook(-1));
         assert!(!is_mount_api_without_hook(MOUNT), "mount has its own hook");
-        assert_eq!(operation(OPEN_TREE_ATTR), Some(crate::Operation::Mount));
+        assert_eq!(operation(OPEN_TREE_ATTR), Some(Operation::Mount));
     }
 
     #[test]
@@ -360,5 +234,55 @@ mod tests {
         assert!(timex_changes_clock(0x0004), "ADJ_MAXERROR");
         assert_eq!(clock_call(SETTIMEOFDAY), Some(ClockCall::Always));
         assert_eq!(clock_call(MOUNT), None);
+    }
+
+    #[test]
+    fn every_call_says_how_32_bit_callers_number_it() {
+        for call in CALLS {
+            let nr = call.nr;
+            match call.ia32 {
+                Ia32::Numbers(numbers) => {
+                    for &raw in numbers {
+                        assert_eq!(ia32::native(raw), nr, "{} ia32 {raw}", call.name);
+                    }
+                }
+                Ia32::Same => assert_eq!(ia32::native(nr), nr, "{}", call.name),
+                Ia32::None => assert!(
+                    (0..=NEWEST_VERIFIED).all(|raw| ia32::native(raw) != nr),
+                    "{}",
+                    call.name
+                ),
+            }
+            assert_eq!(native(nr | x32::BIT, false), nr, "{} x32", call.name);
+            assert_eq!(name(nr), Some(call.name));
+            assert_eq!(operation(nr), Some(call.op));
+        }
+        assert_eq!(GUARDED.len(), CALLS.len());
+        assert!(GUARDED.iter().zip(CALLS).all(|(&nr, call)| nr == call.nr));
+    }
+
+    #[test]
+    fn the_same_numbered_range_holds_only_same_numbered_calls() {
+        for call in CALLS {
+            if (ia32::SAME_FIRST..=ia32::SAME_LAST).contains(&call.nr) {
+                assert_eq!(call.ia32, Ia32::Same, "{}", call.name);
+            }
+        }
+    }
+
+    #[test]
+    fn calls_judged_at_a_capability_check_are_the_ones_capable_narrows_to() {
+        for nr in -1..=NEWEST_VERIFIED + 2 {
+            // `time` narrows CAP_SYS_TIME to the clock calls, `mount` CAP_SYS_ADMIN to the mount
+            // API without a hook.
+            assert_eq!(
+                clock_call(nr).is_some(),
+                judged_at_capability(nr) == Some(Operation::Settime),
+                "{nr}"
+            );
+            if judged_at_capability(nr) == Some(Operation::Mount) {
+                assert!(is_mount_api_without_hook(nr), "{nr}");
+            }
+        }
     }
 }

@@ -17,7 +17,7 @@ pub fn empty_capable(ctx: LsmContext) -> i32 {
     ctx.arg(4)
 }
 
-/// The syscall layer's tracepoints (#6), doing nothing: the kernel's tracing path alone.
+/// The syscall layer's tracepoints, doing nothing: the kernel's tracing path alone.
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn empty_sys_enter(_ctx: RawTracePointContext) -> i32 {
     0

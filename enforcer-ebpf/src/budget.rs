@@ -6,7 +6,7 @@
 //! suppressed and counted (in the policy's counters, `SUPPRESSED_SLOT`, exact); the next one
 //! that passes carries a summary of how many were before it. Only events are budgeted: verdicts
 //! and the decision counters never look at this.
-use enforcer_common::{Action, SUPPRESSED_SLOT};
+use enforcer_common::{Action, Budget, SUPPRESSED_SLOT};
 
 use crate::maps::{BUDGET, COUNTERS};
 
@@ -14,18 +14,6 @@ use crate::maps::{BUDGET, COUNTERS};
 const COST_NS: u64 = 1_000_000;
 /// Events a policy may send at once after a quiet period, per CPU.
 const BURST: u64 = 512;
-
-/// A policy's bucket on one CPU.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct Budget {
-    /// Credit in nanoseconds, at most `BURST * COST_NS`.
-    credit_ns: u64,
-    last_ns: u64,
-    /// Events suppressed since `since_ns`, not yet summarised.
-    suppressed: u64,
-    since_ns: u64,
-}
 
 /// What was suppressed before an event that passes.
 pub struct Suppressed {

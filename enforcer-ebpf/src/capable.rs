@@ -2,9 +2,19 @@
 //! no dedicated hook: clock changes (CAP_SYS_TIME: settimeofday, clock_settime, adjtimex and
 //! clock_adjtime when they modify the clock) and the new mount API (CAP_SYS_ADMIN).
 use aya_ebpf::{macros::lsm, programs::LsmContext};
-use enforcer_common::caps::{CAP_SYS_ADMIN, CAP_SYS_TIME};
+use enforcer_common::{
+    Operation,
+    caps::{CAP_SYS_ADMIN, CAP_SYS_TIME},
+};
 
-use crate::{mount, policy::Verdict, time};
+use crate::{decide::Verdict, mount, time};
+
+// The capabilities dispatched on below are the families' own, as their `operations!` rows say.
+const _: () = assert!(matches!(
+    Operation::Settime.capability(),
+    Some(CAP_SYS_TIME)
+));
+const _: () = assert!(matches!(Operation::Mount.capability(), Some(CAP_SYS_ADMIN)));
 
 /// `capable(const struct cred *cred, struct user_namespace *ns, int cap, unsigned int opts)`.
 /// Runs on every capability check in the system, so anything but the two capabilities above

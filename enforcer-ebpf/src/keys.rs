@@ -4,7 +4,7 @@
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use enforcer_common::{Hook, Operation, syscalls};
 
-use crate::policy::{Syscall, enforce};
+use crate::{enforce::enforce, task::Syscall};
 
 /// The hooks also run when the kernel uses keys in a process's context for its own purposes
 /// (reading `/proc/keys`, IMA and module signature checks, NFS id mapping, DNS resolution,

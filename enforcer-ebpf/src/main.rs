@@ -1,5 +1,7 @@
-//! BPF LSM programs of enforcer. One module per hook family; the shared decision logic lives in
-//! `policy`, the maps in `maps`, tamper protection in `tamper`.
+//! BPF LSM programs of enforcer. One module per hook family (`capable`, `mount`, `keys`, `time`,
+//! `tamper`, the syscall layer in `syscall`, workload arming in `arming`) over one pipeline:
+//! `enforce` runs `decide` (policy lookup and counters), `emit` (events, within `budget`) and
+//! `inflight` (the syscall layer's record), which read `task`, `maps` and `layout`.
 #![no_std]
 #![no_main]
 
@@ -8,13 +10,17 @@ mod arming;
 mod bench;
 mod budget;
 mod capable;
+mod decide;
+mod emit;
+mod enforce;
+mod inflight;
 mod keys;
 mod layout;
 mod maps;
 mod mount;
-mod policy;
 mod syscall;
 mod tamper;
+mod task;
 mod time;
 
 #[cfg(not(test))]

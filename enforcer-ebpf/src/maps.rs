@@ -3,7 +3,9 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use enforcer_common::{Config, Counters, Policy, PolicyIndex, ProcessKey, SetupState};
+use enforcer_common::{
+    Budget, Config, Counters, Inflight, Policy, PolicyIndex, ProcessKey, SetupState,
+};
 
 /// cgroup v2 id -> policy of that cgroup (and, through the level walk, of its descendants).
 #[map(name = "POLICIES")]
@@ -35,13 +37,12 @@ pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 #[map(name = "BUILD")]
 pub static BUILD: Array<u64> = Array::with_max_entries(1, 0);
 
-/// Syscall layer (#6): thread id -> the guarded call it is in, from `sys_enter` to `sys_exit`, for
+/// Syscall layer: thread id -> the guarded call it is in, from `sys_enter` to `sys_exit`, for
 /// threads in a cgroup whose policy wants the syscall layer. LRU, so a thread that never reaches
 /// `sys_exit` (the layer detached mid-call) cannot fill it. Pinned, so the LSM programs and the
 /// syscall programs (loaded at different times) share it.
 #[map(name = "SYS_INFLIGHT")]
-pub static SYS_INFLIGHT: LruHashMap<u32, crate::syscall::Inflight> =
-    LruHashMap::with_max_entries(16384, 0);
+pub static SYS_INFLIGHT: LruHashMap<u32, Inflight> = LruHashMap::with_max_entries(16384, 0);
 
 /// Workload arming: the container runtimes' setup processes (see `arming`), each with what it
 /// was when it became setup (its executable, root and mount namespace). A process missing from
@@ -58,8 +59,7 @@ pub static PROTECTED: HashMap<u64, u8> = HashMap::with_max_entries(1024, 0);
 /// Per-policy event budget (see `budget`): policy cgroup id -> its bucket, per CPU. LRU, so
 /// policies that are gone age out.
 #[map(name = "BUDGET")]
-pub static BUDGET: LruPerCpuHashMap<u64, crate::budget::Budget> =
-    LruPerCpuHashMap::with_max_entries(16384, 0);
+pub static BUDGET: LruPerCpuHashMap<u64, Budget> = LruPerCpuHashMap::with_max_entries(16384, 0);
 
 /// Workload arming: writer thread id -> the process it is moving into a cgroup, and whether that
 /// process was under a policy before the move (`(tgid << 32) | 1`), from `arm_move` (before the

@@ -6,7 +6,7 @@
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use enforcer_common::{Hook, Operation, caps::CAP_SYS_ADMIN, syscalls::is_mount_api_without_hook};
 
-use crate::policy::{Verdict, enforce};
+use crate::{decide::Verdict, enforce::enforce};
 
 #[inline(always)]
 pub fn on_cap_sys_admin(ctx: &LsmContext) -> Verdict {
@@ -71,7 +71,7 @@ fn on_remove(ctx: &LsmContext, hook: Hook, dentries: [*const u8; 2]) -> i32 {
             continue;
         }
         if crate::tamper::on_protected_fs(dentry)
-            && let Some((id, policy)) = crate::policy::nearest_policy()
+            && let Some((id, policy)) = crate::decide::nearest_policy()
         {
             return crate::tamper::refuse(id, policy.flags, hook, 0);
         }

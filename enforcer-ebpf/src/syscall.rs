@@ -24,41 +24,22 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use enforcer_common::{
-    Action, Hook, Operation,
-    caps::{CAP_SYS_ADMIN, CAP_SYS_TIME},
-    policy_flags, refused_by, source,
+    Action, Hook, Inflight, Operation, policy_flags, refused_by, source,
     syscalls::{self, ClockCall},
 };
 
 use crate::{
+    decide::{Decision, SIGKILL, count, decide},
+    emit::{Outcome, Record, emit, submit_flags},
     layout,
     maps::{CONFIG, SYS_INFLIGHT},
-    policy::{
-        Decision, Outcome, Record, SIGKILL, Syscall, count, current_task, decide, emit,
-        in_compat_syscall, submit_flags,
-    },
+    task::{Syscall, current_task, in_compat_syscall},
 };
 
 const EPERM: i64 = 1;
 const EACCES: i64 = 13;
 /// `task_struct.seccomp.mode` of a task with a seccomp filter.
 const SECCOMP_MODE_FILTER: i32 = 2;
-
-/// A guarded call in progress on one thread.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct Inflight {
-    nr: i64,
-    args: [u64; 6],
-    policy_cgroup_id: u64,
-    flags: u32,
-    op: u8,
-    action: u8,
-    /// Set by the LSM programs when they denied this call.
-    lsm_denied: u8,
-    /// A 32-bit call.
-    compat: u8,
-}
 
 /// `sys_enter(struct pt_regs *regs, long id)`.
 #[raw_tracepoint(tracepoint = "sys_enter")]
@@ -253,10 +234,8 @@ fn seccomp_filtered() -> bool {
 /// The current task's effective capabilities lack the one `op`'s calls check first.
 #[inline(always)]
 fn lacks_capability(op: Operation) -> bool {
-    let cap = match op {
-        Operation::Mount => CAP_SYS_ADMIN,
-        Operation::Settime => CAP_SYS_TIME,
-        Operation::Keyctl => return false,
+    let Some(cap) = op.capability() else {
+        return false;
     };
     let layout = layout::get();
     // SAFETY: plain helper call; the task pointer is only used for checked kernel reads.
@@ -272,16 +251,5 @@ fn lacks_capability(op: Operation) -> bool {
     match unsafe { layout::read_kernel::<u64>(cred as *const u8, layout.cred_cap_effective) } {
         Some(effective) => effective & (1u64 << cap) == 0,
         None => false,
-    }
-}
-
-/// Called by the LSM programs when they deny a call of a task whose policy wants the syscall
-/// layer: marks the thread's record so the exit names this enforcer as the refuser.
-#[inline(always)]
-pub fn note_lsm_denial() {
-    let tid = bpf_get_current_pid_tgid() as u32;
-    if let Some(record) = SYS_INFLIGHT.get_ptr_mut(tid) {
-        // SAFETY: a live entry of this thread's; only this thread writes it.
-        unsafe { (*record).lsm_denied = 1 };
     }
 }

@@ -24,9 +24,12 @@ use aya_ebpf::{
 use enforcer_common::{Action, Hook, TAMPER_SLOT, kind, protect};
 
 use crate::{
-    arming, layout,
+    arming,
+    decide::{Decision, Verdict, nearest_policy},
+    emit::{NO_OPERATION, Outcome, Record, emit},
+    layout,
     maps::{COUNTERS, PROTECTED},
-    policy::{Decision, NO_OPERATION, Outcome, Record, Syscall, Verdict, emit, nearest_policy},
+    task::Syscall,
 };
 
 const BPF_PROG_LOAD: i32 = 5;

@@ -5,7 +5,7 @@
 use aya_ebpf::programs::LsmContext;
 use enforcer_common::{Hook, Operation, caps::CAP_SYS_TIME, syscalls};
 
-use crate::policy::{Syscall, Verdict, enforce};
+use crate::{decide::Verdict, enforce::enforce, task::Syscall};
 
 #[inline(always)]
 pub fn on_cap_sys_time(ctx: &LsmContext) -> Verdict {
