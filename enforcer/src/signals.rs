@@ -36,7 +36,7 @@ impl Held {
     pub fn wait(&self, timeout: Duration) -> Option<Signal> {
         let timeout = libc::timespec {
             tv_sec: timeout.as_secs() as libc::time_t,
-            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+            tv_nsec: libc::c_long::from(timeout.subsec_nanos()),
         };
         // SAFETY: the set and the timespec are valid for the call; no siginfo is wanted.
         let taken =

@@ -129,7 +129,7 @@ pub(super) fn clean_up(
     }
     if let Some(dir) = &mount_dir {
         if host::is_mount_point(dir) {
-            let _ = nix::mount::umount2(dir.as_path(), nix::mount::MntFlags::MNT_DETACH);
+            let _ = umount2(dir.as_path(), MntFlags::MNT_DETACH);
         }
         if let Err(err) = fs::remove_dir(dir) {
             problems.push(format!(

@@ -125,7 +125,7 @@ pub(super) fn btf() -> Check {
     match fs::metadata(BTF) {
         Ok(meta) => Check::ok(
             Name::Btf,
-            format!("{BTF} ({:.1} MiB)", meta.len() as f64 / (1 << 20) as f64),
+            format!("{BTF} ({:.1} MiB)", meta.len() as f64 / f64::from(1 << 20)),
         ),
         Err(err) => Check::fail(
             Name::Btf,

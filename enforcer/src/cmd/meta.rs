@@ -112,7 +112,7 @@ fn pinned() -> String {
         return "unknown (reading the pins needs root)".to_owned();
     }
     let dir = loader::pin_dir();
-    let maps = std::fs::read_dir(dir.join("maps")).is_ok_and(|mut maps| maps.next().is_some());
+    let maps = fs::read_dir(dir.join("maps")).is_ok_and(|mut maps| maps.next().is_some());
     match loader::pinned_build() {
         Some(build) => format!("build {build:016x} (under {})", dir.display()),
         // The LSM programs record their build; the syscall layer's alone record none.

@@ -36,7 +36,7 @@ pub fn list(json: bool) -> Result<String> {
 fn collect(maps: &loader::PolicyMaps) -> Result<Vec<Row>> {
     let mut paths = PathCache::default();
     let mut rows = Vec::new();
-    for entry in maps.policies.iter() {
+    for entry in &maps.policies {
         let (id, policy) = entry?;
         let mut totals = Counters::default();
         if let Ok(per_cpu) = maps.counters.get(&id, 0) {
