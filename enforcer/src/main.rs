@@ -2,7 +2,6 @@
 mod cgroup;
 mod cli;
 mod cmd;
-mod consumer;
 mod container;
 mod daemon;
 mod error;
