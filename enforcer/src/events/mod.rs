@@ -34,6 +34,7 @@ pub enum DecodeError {
 
 /// Copies a record out of the ring buffer (which gives no alignment guarantee for `Event`) and
 /// reads it into a [`Record`].
+///
 /// Version 1 records (an older build's programs, until an upgrade in place replaced them) are
 /// read too: they are version 2 without the syscall-layer block at the end, all LSM events.
 pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
@@ -73,7 +74,8 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
 /// daemon's stream.
 pub trait Sink {
     type Error: From<io::Error>;
-    /// The events are being read (a source is open); before any other call.
+    /// A source of events is open: before the first event, and again after a hand-over from the
+    /// ring buffer to the daemon's stream.
     fn started(&mut self) -> Result<(), Self::Error> {
         Ok(())
     }
@@ -81,7 +83,8 @@ pub trait Sink {
     fn event(&mut self, record: &Record) -> Result<(), Self::Error>;
     /// `count` events were lost since the last report because the ring buffer was full.
     fn dropped(&mut self, count: u64) -> Result<(), Self::Error>;
-    /// `count` events never reached this reader: it read the daemon's stream too slowly.
+    /// `count` events never reached this reader: it read the daemon's stream too slowly (lost
+    /// all the same, so counted as drops unless the sink says otherwise).
     fn lagged(&mut self, count: u64) -> Result<(), Self::Error> {
         self.dropped(count)
     }
