@@ -137,3 +137,34 @@ impl Record {
         self.refused_by.map_or("-", RefusedBy::name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::tests::sample;
+
+    #[test]
+    fn records_about_no_operation_are_named_by_their_kind() {
+        let mut event = sample();
+        event.kind = kind::SUMMARY;
+        let record = Record::from(event);
+        assert_eq!(record.kind, Kind::Summary);
+        assert_eq!(record.op_name(), "summary");
+        event.kind = kind::VIOLATION;
+        assert_eq!(Record::from(event).op_name(), "settime");
+    }
+
+    #[test]
+    fn unknown_numbers_read_fail_closed_or_as_unknown() {
+        let mut event = sample();
+        event.action = 99;
+        event.hook = 99;
+        event.op = 99;
+        event.refused_by = refused_by::NONE;
+        let record = Record::from(event);
+        assert_eq!(record.action, Action::Deny);
+        assert_eq!(record.hook_name(), "unknown");
+        assert_eq!(record.op_name(), "unknown");
+        assert_eq!(record.refused_by_name(), "-");
+    }
+}
