@@ -1,5 +1,5 @@
-//! `enforcer daemon`'s files and its event stream's wire format, shared by the daemon
-//! (`cmd::daemon`) and its readers (`enforcer tail`).
+//! `enforcer daemon`'s files and its event stream's wire format, shared by the daemon (the agent
+//! in [`agent`]) and its readers ([`crate::events::follow`]).
 //!
 //! The stream is a Unix stream socket at [`SOCKET`] (mode 0600 in a 0700 directory: root only).
 //! The daemon first writes one line, `enforcer-events <ABI_VERSION>\n`, then frames, each a kind
@@ -13,7 +13,11 @@
 //!
 //! Integers are in the host's byte order: the stream never leaves the machine. A reader sends
 //! nothing; closing its end unsubscribes it.
+pub mod agent;
 pub mod control;
+mod control_server;
+mod fanout;
+mod http;
 pub mod metrics;
 pub mod requests;
 
@@ -34,7 +38,11 @@ use nix::{
 };
 use tokio::{io::AsyncReadExt, net::UnixStream};
 
-use crate::{error::ExitError, events, loader::LoaderError};
+use crate::{
+    error::ExitError,
+    events::{self, Record},
+    loader::LoaderError,
+};
 
 /// The daemon's directory (mode 0700).
 pub const RUN_DIR: &str = "/run/enforcer";
@@ -59,7 +67,8 @@ pub fn greeting() -> String {
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy, Debug)]
 pub enum Frame {
-    Event(Event),
+    /// Its raw record travels; the reader decodes it as the daemon did.
+    Event(Record),
     /// Lost by the kernel: the ring buffer was full.
     Dropped(u64),
     /// Lost by this reader: it fell behind the daemon.
@@ -78,8 +87,9 @@ impl Frame {
     /// Appends the frame's bytes to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            Self::Event(event) => {
+            Self::Event(record) => {
                 out.push(KIND_EVENT);
+                let event = &record.raw;
                 // SAFETY: `Event` is plain old data (integers only, explicit padding fields), so
                 // all of its `size_of::<Event>()` bytes are initialised.
                 let bytes = unsafe {
@@ -264,7 +274,7 @@ mod tests {
     #[test]
     fn frames_round_trip_whole_and_in_pieces() {
         let mut wire = Vec::new();
-        Frame::Event(sample()).encode(&mut wire);
+        Frame::Event(sample().into()).encode(&mut wire);
         Frame::Dropped(5).encode(&mut wire);
         Frame::Lagged(7).encode(&mut wire);
         assert_eq!(wire.len(), 1 + EVENT_SIZE + 2 * (1 + 8));
@@ -281,7 +291,8 @@ mod tests {
         assert!(buf.is_empty());
         assert_eq!(frames.len(), 3);
         match frames[0] {
-            Frame::Event(event) => {
+            Frame::Event(record) => {
+                let event = record.raw;
                 assert_eq!(event.pid, 4242);
                 assert_eq!(event.cgroup_id, 77);
                 assert_eq!(&event.comm[..5], b"probe");

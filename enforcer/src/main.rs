@@ -3,7 +3,6 @@ mod cgroup;
 mod check;
 mod cli;
 mod cmd;
-mod consumer;
 mod container;
 mod daemon;
 mod error;

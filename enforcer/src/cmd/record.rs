@@ -3,8 +3,8 @@
 //!
 //! For the given duration the cgroup gets an audit-everything policy on the syscall layer alone
 //! (`attach --layer syscall --audit all`: it works with and without BPF LSM and changes no
-//! call's result), and every event of the cgroup's subtree is read through `enforcer tail
-//! --json` (which reads the daemon's stream when one runs). Each call is counted as succeeded
+//! call's result), and every event of the cgroup's subtree is followed as `enforcer tail` follows
+//! them (the daemon's stream when one runs), in this process. Each call is counted as succeeded
 //! or as refused, with the layer that refused it. The policy is removed afterwards. A cgroup
 //! that already has a policy is refused: recording would replace it, and a policy that denies
 //! would hide what the workload tries.
@@ -14,11 +14,9 @@
 //! (then the command exits with 128 + the signal's number), and a panic removes it on the way out.
 use std::{
     collections::BTreeMap,
-    io::{self, BufRead, BufReader, IsTerminal},
-    os::unix::process::CommandExt,
-    process::{Command, Stdio},
+    io::{self, IsTerminal},
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
     thread,
@@ -28,9 +26,13 @@ use std::{
 use anyhow::{Context, Result};
 use enforcer_common::{Action, OPERATIONS, Operation, policy_flags};
 use nix::sys::signal::Signal;
-use serde_json::Value;
 
-use crate::{cgroup, error::ExitError, loader, policy, signals};
+use crate::{
+    cgroup,
+    error::ExitError,
+    events::{self, Filter, FollowError, Kind, Record, RefusedBy, Sink, Source},
+    loader, policy, signals,
+};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -51,8 +53,8 @@ pub struct Args {
 pub struct Usage {
     pub calls: u64,
     pub succeeded: u64,
-    /// Refused calls by the layer that refused them (`seccomp`, `capability`, `other`, ...).
-    pub refused: BTreeMap<String, u64>,
+    /// Refused calls by the layer that refused them.
+    pub refused: BTreeMap<RefusedBy, u64>,
     /// Calls that failed with another errno (bad arguments and the like).
     pub failed: u64,
 }
@@ -160,37 +162,36 @@ struct Watched {
     elapsed: Duration,
 }
 
-/// Follows the cgroup's events for `duration` through `enforcer tail --json`, or until one of
-/// the `held` signals comes. Shows the time left and the calls seen on stderr when it is a
-/// terminal.
+/// Follows the cgroup's events for `duration` on a thread of its own, or until one of the `held`
+/// signals comes. Shows the time left and the calls seen on stderr when it is a terminal.
 fn watch(target: &cgroup::Cgroup, duration: Duration, held: &signals::Held) -> Result<Watched> {
-    let exe = std::env::current_exe().context("cannot find the enforcer binary")?;
-    let mut tail = Command::new(exe)
-        .args(["tail", "--json", "--cgroup", &target.id.to_string()])
-        .stdout(Stdio::piped())
-        // Its own process group: a terminal's Ctrl-C goes to `record` alone, which stops the
-        // tail itself once the last events are read.
-        .process_group(0)
-        .spawn()
-        .context("cannot start `enforcer tail`")?;
-    let stdout = tail.stdout.take().context("tail has no stdout")?;
-    let events = Arc::new(Mutex::new(Vec::new()));
     let calls = Arc::new(AtomicU64::new(0));
-    let reader = {
-        let (sink, calls) = (Arc::clone(&events), Arc::clone(&calls));
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let Ok(event) = serde_json::from_str::<Value>(&line) else {
-                    continue;
-                };
-                if event["enforcer"]["source"] == "syscall" {
-                    calls.fetch_add(1, Ordering::Relaxed);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let follower = {
+        let mut tally = Tally::new(Arc::clone(&calls));
+        let filter = Filter::subtree(target.path.clone());
+        // It inherits the held signals: they stay for the main thread to take.
+        thread::Builder::new()
+            .name("events".into())
+            .spawn(move || {
+                let followed = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("cannot start the async runtime")
+                    .map_err(FollowError::Failed)
+                    .and_then(|runtime| {
+                        runtime.block_on(events::follow(Some(filter), &mut tally, async {
+                            let _ = stopped.await;
+                        }))
+                    });
+                // Recording goes on without events, as it did when a `tail` child failed: the
+                // policy is still removed at the end.
+                if let Err(FollowError::Failed(err)) = followed {
+                    eprintln!("enforcer: {err:#}");
                 }
-                if let Ok(mut events) = sink.lock() {
-                    events.push(event);
-                }
-            }
-        })
+                tally
+            })
+            .context("cannot start the event reader")?
     };
     eprintln!(
         "enforcer: recording {} for {} (audit of every operation on the syscall layer; Ctrl-C stops early and removes the policy)",
@@ -221,49 +222,71 @@ fn watch(target: &cgroup::Cgroup, duration: Duration, held: &signals::Held) -> R
         eprint!("\r\x1b[K");
     }
     let elapsed = started.elapsed();
-    // The tail drains on a short timer: give it a moment for the last events.
+    // The reader drains on a short timer: give it a moment for the last events.
     thread::sleep(Duration::from_millis(300));
-    let _ = tail.kill();
-    let _ = tail.wait();
-    let _ = reader.join();
-    let events = events.lock().map(|e| e.clone()).unwrap_or_default();
-    let (usage, dropped) = tally(&events);
+    let _ = stop.send(());
+    let tally = follower
+        .join()
+        .map_err(|_| anyhow::anyhow!("the event reader failed"))?;
     Ok(Watched {
-        usage,
-        dropped,
+        usage: tally.usage,
+        dropped: tally.dropped,
         interrupted,
         elapsed,
     })
 }
 
-/// Counts the syscall layer's events per operation; returns the usage and the dropped count.
-pub fn tally(events: &[Value]) -> (BTreeMap<Operation, Usage>, u64) {
-    let mut usage: BTreeMap<Operation, Usage> = BTreeMap::new();
-    let mut dropped = 0;
-    for event in events {
-        let enforcer = &event["enforcer"];
-        if let Some(count) = enforcer["dropped"].as_u64() {
-            dropped += count;
-            continue;
+/// Counts the syscall layer's events per operation, and the events lost.
+struct Tally {
+    usage: BTreeMap<Operation, Usage>,
+    dropped: u64,
+    /// The syscall layer's events seen so far, for the progress line.
+    calls: Arc<AtomicU64>,
+}
+
+impl Tally {
+    fn new(calls: Arc<AtomicU64>) -> Self {
+        Self {
+            usage: BTreeMap::new(),
+            dropped: 0,
+            calls,
         }
-        if enforcer["source"] != "syscall" {
-            continue;
+    }
+
+    fn add(&mut self, record: &Record) {
+        if record.source != Source::Syscall {
+            return;
         }
-        let Some(op) = enforcer["operation"]
-            .as_str()
-            .and_then(Operation::from_name)
-        else {
-            continue;
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let (Kind::Violation, Some(op)) = (record.kind, record.operation) else {
+            return;
         };
-        let entry = usage.entry(op).or_default();
+        let entry = self.usage.entry(op).or_default();
         entry.calls += 1;
-        match (enforcer["errno"].as_i64(), enforcer["refused_by"].as_str()) {
-            (Some(0), _) => entry.succeeded += 1,
-            (_, Some(layer)) => *entry.refused.entry(layer.to_owned()).or_default() += 1,
+        match (record.raw.errno, record.refused_by) {
+            (0, _) => entry.succeeded += 1,
+            (_, Some(layer)) => *entry.refused.entry(layer).or_default() += 1,
             _ => entry.failed += 1,
         }
     }
-    (usage, dropped)
+}
+
+impl Sink for Tally {
+    type Error = FollowError;
+
+    fn event(&mut self, record: &Record) -> Result<(), FollowError> {
+        self.add(record);
+        Ok(())
+    }
+
+    fn dropped(&mut self, count: u64) -> Result<(), FollowError> {
+        self.dropped += count;
+        Ok(())
+    }
+
+    fn drained(&mut self, _tick: bool) -> Result<(), FollowError> {
+        Ok(())
+    }
 }
 
 /// The per-operation table.
@@ -277,7 +300,7 @@ pub fn table(usage: &BTreeMap<Operation, Usage>, dropped: u64) -> String {
         let refused: Vec<String> = used
             .refused
             .iter()
-            .map(|(layer, count)| format!("{count} {layer}"))
+            .map(|(layer, count)| format!("{count} {}", layer.name()))
             .collect();
         let verdict = if used.succeeded > 0 {
             "denying it would break the workload"
@@ -331,33 +354,46 @@ pub fn suggest(cgroup: &str, duration: Duration, usage: &BTreeMap<Operation, Usa
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use enforcer_common::{Event, Hook, refused_by, source};
 
     use super::*;
+    use crate::events::tests::sample;
 
-    fn event(op: &str, errno: i64, refused_by: Option<&str>) -> Value {
-        json!({ "enforcer": {
-            "source": "syscall", "operation": op, "errno": errno, "refused_by": refused_by,
-        }})
+    fn event(op: Operation, errno: i32, refused: u8) -> Event {
+        let mut event = sample();
+        event.source = source::SYSCALL;
+        event.hook = Hook::SysExit as u8;
+        event.op = op as u8;
+        event.errno = errno;
+        event.refused_by = refused;
+        event
     }
 
     #[test]
     fn tallies_and_suggests_denying_what_never_succeeded() {
-        let events = [
-            event("settime", 0, None),
-            event("settime", 1, Some("capability")),
-            event("keyctl", 1, Some("seccomp")),
-            event("mount", 22, None),
-            json!({ "enforcer": { "source": "lsm", "operation": "mount", "errno": 0 }}),
-            json!({ "enforcer": { "dropped": 2 }}),
-        ];
-        let (usage, dropped) = tally(&events);
+        let mut lsm = event(Operation::Mount, 0, refused_by::NONE);
+        lsm.source = source::LSM;
+        let mut tally = Tally::new(Arc::default());
+        for event in [
+            event(Operation::Settime, 0, refused_by::NONE),
+            event(Operation::Settime, 1, refused_by::CAPABILITY),
+            event(Operation::Keyctl, 1, refused_by::SECCOMP),
+            event(Operation::Mount, 22, refused_by::NONE),
+            lsm,
+        ] {
+            tally.event(&event.into()).unwrap();
+        }
+        tally.dropped(2).unwrap();
+        let (usage, dropped) = (tally.usage, tally.dropped);
         assert_eq!(dropped, 2);
         let settime = &usage[&Operation::Settime];
         assert_eq!((settime.calls, settime.succeeded), (2, 1));
-        assert_eq!(settime.refused["capability"], 1);
-        assert_eq!(usage[&Operation::Keyctl].refused["seccomp"], 1);
+        assert_eq!(settime.refused[&RefusedBy::Capability], 1);
+        assert_eq!(usage[&Operation::Keyctl].refused[&RefusedBy::Seccomp], 1);
         assert_eq!(usage[&Operation::Mount].failed, 1);
+        assert_eq!(usage[&Operation::Mount].calls, 1);
+        let shown = table(&usage, dropped);
+        assert!(shown.contains("1 capability"), "{shown}");
         let file = suggest("/sys/fs/cgroup/app", Duration::from_secs(5), &usage);
         assert!(file.contains("    deny: [mount, keyctl]\n"), "{file}");
         assert!(file.contains("    audit: [settime]\n"), "{file}");

@@ -1,4 +1,5 @@
-//! The ring-buffer consumer shared by `enforcer tail` (when no daemon runs) and `enforcer daemon`.
+//! The ring-buffer consumer shared by `enforcer tail` and `enforcer record` (when no daemon runs)
+//! and `enforcer daemon`.
 //!
 //! The BPF programs submit events without waking the reader (`BPF_RB_NO_WAKEUP`: a deny storm must
 //! not pay for a wakeup per call), so the ring buffer is drained on a short timer as well as on
@@ -7,10 +8,10 @@
 use std::{io, time::Duration};
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
-use enforcer_common::Event;
 use tokio::io::{Interest, unix::AsyncFd};
 
-use crate::{events, loader::EventMaps};
+use super::Sink;
+use crate::loader::EventMaps;
 
 /// How often the ring buffer is drained (and drops are read) without a wakeup.
 pub const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
@@ -19,17 +20,6 @@ pub const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
 /// deny storm that refills the ring buffer as fast as it is read cannot starve signal handling,
 /// readers or the control socket. What is left is read on the next turn.
 const DRAIN_BATCH: usize = 4096;
-
-/// Where a [`Consumer`] hands what it reads.
-pub trait Sink {
-    type Error: From<io::Error>;
-    /// One decoded event.
-    fn event(&mut self, event: &Event) -> Result<(), Self::Error>;
-    /// `count` events were lost since the last report because the ring buffer was full.
-    fn dropped(&mut self, count: u64) -> Result<(), Self::Error>;
-    /// After every drain; `tick` when the drain timer caused it (a place for periodic checks).
-    fn drained(&mut self, tick: bool) -> Result<(), Self::Error>;
-}
 
 /// The single reader of the pinned ring buffer.
 pub struct Consumer {
@@ -101,8 +91,8 @@ fn drain<S: Sink>(ring: &mut RingBuf<MapData>, sink: &mut S) -> Result<bool, S::
         let Some(item) = ring.next() else {
             return Ok(false);
         };
-        match events::decode(&item) {
-            Ok(event) => sink.event(&event)?,
+        match super::decode(&item) {
+            Ok(record) => sink.event(&record)?,
             Err(err) => eprintln!("enforcer: skipped an event: {err}"),
         }
     }

@@ -1,0 +1,222 @@
+//! The node agent behind `enforcer daemon`.
+//!
+//! It is the single consumer of the ring buffer while it runs, writes every event as a JSON line
+//! to stdout, fans the raw events out to any number of readers over [`SOCKET`], carries out
+//! policy changes for the CLI over [`control::SOCKET`] (logging each as a `state` record on
+//! stdout), serves Prometheus metrics when asked, and follows the pins as `enforcer reset` and a
+//! later `attach` replace them.
+use std::{fs, io, net::SocketAddr, os::unix::fs::PermissionsExt, sync::Arc, time::Duration};
+
+use anyhow::{Context, Result};
+use tokio::{
+    net::{TcpListener, UnixListener},
+    signal::unix::{SignalKind, signal},
+    sync::{broadcast, mpsc},
+};
+
+use super::{
+    SOCKET, control,
+    control_server::ControlServer,
+    fanout::{self, Fanout, READER_QUEUE},
+    http,
+    metrics::Metrics,
+};
+use crate::{events::consumer::Consumer, loader};
+
+/// How often the daemon checks that the ring buffer it reads is still the pinned one.
+const PIN_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// How long readers get, at shutdown, to receive what was queued for them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs the agent until SIGTERM or SIGINT: consumes the ring buffer, fans events out, serves the
+/// control socket and, at `metrics`, the Prometheus metrics.
+pub async fn serve(metrics_addr: Option<SocketAddr>, installed: loader::Installed) -> Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let mut events_id = loader::pinned_events_id();
+    let mut build = loader::pinned_build();
+    let mut consumer =
+        Some(Consumer::new(loader::open_event_maps()?).context("cannot watch the ring buffer")?);
+    let (frames, _) = broadcast::channel(READER_QUEUE);
+    let scrapes = match metrics_addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot serve metrics on {addr}"))?,
+        ),
+        None => None,
+    };
+    let readers = UnixListener::from_std(bind_socket(SOCKET)?)
+        .with_context(|| format!("cannot listen on {SOCKET}"))?;
+    // State records of the policy changes made for control clients, written beside the events.
+    let (record_tx, mut records) = mpsc::unbounded_channel::<serde_json::Value>();
+    let control = ControlServer::start(bind_socket(control::SOCKET)?, record_tx)?;
+    let mut sink = Fanout::new(frames.clone(), Arc::clone(&metrics));
+    // Each reader task holds a sender; `recv` answers `None` once every one has finished.
+    let (reader_alive, mut readers_finished) = mpsc::channel::<()>(1);
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut pin_check = tokio::time::interval(PIN_CHECK_INTERVAL);
+
+    let metrics_note = match &scrapes {
+        Some(listener) => format!(
+            "; metrics on http://{}/metrics",
+            listener
+                .local_addr()
+                .map_or_else(|_| "?".into(), |a| a.to_string())
+        ),
+        None => String::new(),
+    };
+    eprintln!(
+        "enforcer: daemon running (pid {}): {} {}; events as JSON lines on stdout and to `enforcer tail` through {SOCKET}; policy changes through {}{metrics_note}",
+        std::process::id(),
+        installed.describe(),
+        loader::pin_dir().display(),
+        control::SOCKET,
+    );
+
+    let stopped_by = loop {
+        tokio::select! {
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sigint.recv() => break "SIGINT",
+            drained = next_events(consumer.as_mut(), &mut sink) => drained?,
+            accepted = readers.accept() => match accepted {
+                Ok((stream, _)) => {
+                    tokio::spawn(fanout::serve_reader(
+                        stream,
+                        frames.subscribe(),
+                        Arc::clone(&metrics),
+                        reader_alive.clone(),
+                    ));
+                }
+                Err(err) => eprintln!("enforcer: cannot accept a reader on {SOCKET}: {err}"),
+            },
+            Some(record) = records.recv() => sink.state(&record),
+            accepted = http::accept_scrape(scrapes.as_ref()) => match accepted {
+                Ok((stream, _)) => {
+                    tokio::spawn(http::serve_scrape(stream, Arc::clone(&metrics)));
+                }
+                Err(err) => eprintln!("enforcer: cannot accept a metrics client: {err}"),
+            },
+            _ = pin_check.tick() => {
+                follow_pins(&mut consumer, &mut events_id, &mut sink)?;
+                follow_build(&mut build);
+            }
+        }
+    };
+
+    // New tails read the ring buffer themselves from now on; connected ones get what is queued.
+    let _ = fs::remove_file(SOCKET);
+    // New CLI runs take the direct path; requests being carried out finish and are answered, and
+    // their changes logged.
+    let _ = fs::remove_file(control::SOCKET);
+    let mut stopped = std::pin::pin!(control.stop());
+    loop {
+        tokio::select! {
+            Some(record) = records.recv() => sink.state(&record),
+            () = &mut stopped => break,
+        }
+    }
+    while let Ok(record) = records.try_recv() {
+        sink.state(&record);
+    }
+    if let Some(consumer) = &mut consumer {
+        while consumer.drain_now(&mut sink)? {}
+    }
+    drop((sink, frames, reader_alive));
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, readers_finished.recv()).await;
+    eprintln!(
+        "enforcer: daemon stopped ({stopped_by}); programs, maps and policies stay pinned and enforcement continues (`enforcer reset` removes them)"
+    );
+    Ok(())
+}
+
+/// Creates a socket afresh (a daemon that was killed leaves its file behind), readable and
+/// writable by root only; non-blocking, for tokio.
+fn bind_socket(path: &str) -> Result<std::os::unix::net::UnixListener> {
+    super::create_run_dir()?;
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err).with_context(|| format!("cannot remove the old {path}")),
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path)
+        .with_context(|| format!("cannot listen on {path}"))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot make {path} private"))?;
+    listener
+        .set_nonblocking(true)
+        .with_context(|| format!("cannot listen on {path}"))?;
+    Ok(listener)
+}
+
+/// The next drain, or never while no ring buffer is pinned.
+async fn next_events(consumer: Option<&mut Consumer>, sink: &mut Fanout) -> io::Result<()> {
+    match consumer {
+        Some(consumer) => consumer.next(sink).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Says so when another build replaced the pinned programs in place: the maps, and so this
+/// daemon's ring buffer, stay, and it reads on as it was (a layout migration shows as new pins).
+fn follow_build(build: &mut Option<u64>) {
+    let pinned = loader::pinned_build();
+    if pinned == *build {
+        return;
+    }
+    if let (Some(before), Some(now)) = (*build, pinned) {
+        eprintln!(
+            "enforcer: the programs under {} were replaced in place (build {before:016x} -> {now:016x}{}); same maps, the daemon reads on",
+            loader::pin_dir().display(),
+            if now == loader::this_build() {
+                ", the daemon's own"
+            } else {
+                ""
+            }
+        );
+    }
+    *build = pinned;
+}
+
+/// Notices `enforcer reset` (the pinned ring buffer is gone: nothing is enforced, and the daemon
+/// waits) and a later `enforcer attach` (new pins: the daemon reads their ring buffer). The daemon
+/// never reinstalls by itself: a reset stays a reset.
+fn follow_pins(
+    consumer: &mut Option<Consumer>,
+    events_id: &mut Option<u32>,
+    sink: &mut Fanout,
+) -> io::Result<()> {
+    let pinned = loader::pinned_events_id();
+    if pinned == *events_id {
+        return Ok(());
+    }
+    if let Some(mut old) = consumer.take() {
+        while old.drain_now(sink)? {}
+    }
+    match pinned {
+        None => eprintln!(
+            "enforcer: the pins under {} were removed (`enforcer reset`?): nothing is enforced; waiting for the next `enforcer attach`",
+            loader::pin_dir().display()
+        ),
+        // Still being installed: look again at the next check.
+        Some(_) if !loader::installed() => return Ok(()),
+        Some(_) => match loader::open_event_maps()
+            .map_err(io::Error::other)
+            .and_then(Consumer::new)
+        {
+            Ok(new) => {
+                *consumer = Some(new);
+                eprintln!(
+                    "enforcer: new pins under {}: reading their events",
+                    loader::pin_dir().display()
+                );
+            }
+            Err(err) => {
+                eprintln!("enforcer: cannot open the new pins (retrying): {err}");
+                return Ok(());
+            }
+        },
+    }
+    *events_id = pinned;
+    Ok(())
+}
