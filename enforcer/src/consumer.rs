@@ -10,7 +10,7 @@ use aya::maps::{MapData, PerCpuArray, RingBuf};
 use enforcer_common::Event;
 use tokio::io::{Interest, unix::AsyncFd};
 
-use crate::{events, loader::EventMaps};
+use crate::{bpf::EventMaps, events};
 
 /// How often the ring buffer is drained (and drops are read) without a wakeup.
 pub const DRAIN_INTERVAL: Duration = Duration::from_millis(50);

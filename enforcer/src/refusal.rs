@@ -3,7 +3,7 @@
 //! in the active LSM list, booting with `bpf` in `lsm=` changes nothing: something else refuses.
 use std::{fmt, fs};
 
-use crate::loader;
+use crate::bpf;
 
 const LOCKDOWN: &str = "/sys/kernel/security/lockdown";
 
@@ -27,7 +27,7 @@ pub enum Refusal {
 impl Refusal {
     /// Looks at the machine now (right after the refusal).
     pub fn find() -> Self {
-        match loader::active_lsms() {
+        match bpf::active_lsms() {
             Ok(lsms) if lsms.split(',').any(|lsm| lsm == "bpf") => Self::BpfActive {
                 lockdown: fs::read_to_string(LOCKDOWN)
                     .ok()

@@ -9,10 +9,11 @@ use anyhow::Result;
 use enforcer_common::Policy;
 
 use crate::{
+    bpf,
     cgroup::{self, PathCache},
     cmd::{attach, detach},
     daemon::control,
-    loader, policy,
+    policy,
 };
 
 #[derive(clap::Args)]
@@ -53,7 +54,7 @@ pub enum Made {
     },
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(args: Args, bpf: bpf::Bpf) -> Result<()> {
     let desired = validate(&args)?;
     // With a daemon up, it plans and makes the changes (and logs them).
     if control::forward(&control::Request::Apply {
@@ -71,6 +72,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let mut out = String::new();
     let result = execute(
+        bpf,
         &desired,
         args.dry_run,
         args.prune,
@@ -126,16 +128,17 @@ pub fn validate(args: &Args) -> Result<Desired> {
 /// forwarded `apply`. On an error, `out` and `made` hold the changes made before it (none when
 /// the programs cannot be installed).
 pub fn execute(
+    bpf: bpf::Bpf,
     desired: &Desired,
     dry_run: bool,
     prune: bool,
     out: &mut String,
     made: &mut Vec<Made>,
 ) -> Result<()> {
-    let lock = loader::lock()?;
-    let current: BTreeMap<u64, Policy> = match loader::open_policy_maps_existing() {
+    let lock = bpf.lock()?;
+    let current: BTreeMap<u64, Policy> = match bpf.open_policy_maps() {
         Ok(maps) => maps.policies()?.into_iter().collect(),
-        Err(loader::LoaderError::NotInstalled(_)) => BTreeMap::new(),
+        Err(bpf::LoaderError::NotInstalled(_)) => BTreeMap::new(),
         Err(err) => return Err(err.into()),
     };
     let plan = plan(desired, &current, prune);
@@ -171,7 +174,7 @@ pub fn execute(
     // The depth limit is checked for the final set before the first write. Each line goes to
     // `out` once its change is made, so a failure (the install refused, say) never shows a
     // change that was not made.
-    let mut maps = loader::install(&lock)?;
+    let mut maps = bpf::install_programs(&lock)?;
     let final_set: Vec<(u64, u32)> = plan
         .iter()
         .filter_map(|(id, change)| match change {

@@ -2,7 +2,7 @@
 use anyhow::Result;
 use enforcer_common::{Action, Counters, Policy, policy_flags};
 
-use crate::{cgroup, container, daemon::control, loader, policy};
+use crate::{bpf, cgroup, container, daemon::control, policy};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -73,7 +73,7 @@ impl Layer {
     }
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(args: Args, bpf: bpf::Bpf) -> Result<()> {
     // Everything the user typed is checked before any state changes.
     let target = match (&args.cgroup, &args.container) {
         (_, Some(id)) => container::resolve(id)?,
@@ -115,7 +115,7 @@ pub fn run(args: Args) -> Result<()> {
     })? {
         return Ok(());
     }
-    execute(&target, new_policy)?;
+    execute(bpf, &target, new_policy)?;
     print!("{}", report(&target, &new_policy));
     Ok(())
 }
@@ -131,13 +131,17 @@ pub fn default_arm(target: &cgroup::Cgroup) -> policy::Arm {
 
 /// Sets the validated `new_policy` on `target` under the state lock, installing the programs on
 /// first use; returns the policy it replaced. The daemon runs this for a forwarded `attach`.
-pub fn execute(target: &cgroup::Cgroup, new_policy: Policy) -> Result<Option<Policy>> {
-    let lock = loader::lock()?;
+pub fn execute(
+    bpf: bpf::Bpf,
+    target: &cgroup::Cgroup,
+    new_policy: Policy,
+) -> Result<Option<Policy>> {
+    let lock = bpf.lock()?;
     // A syscall-only policy needs no LSM program, so it works where BPF LSM is refused.
     let mut maps = if Layer::of(&new_policy) == Layer::Syscall {
-        loader::install_maps(&lock)?
+        bpf::install_maps_only(&lock)?
     } else {
-        loader::install(&lock)?
+        bpf::install_programs(&lock)?
     };
     let previous = maps.policies.get(&target.id, 0).ok();
     set_policy(&mut maps, target, new_policy)?;
@@ -165,9 +169,9 @@ pub fn report(target: &cgroup::Cgroup, new_policy: &Policy) -> String {
 }
 
 /// Sets `new_policy` on `target` in the installed maps, replacing any policy it had (also used by
-/// `enforcer check`). The caller holds the [`loader::StateLock`].
+/// `enforcer check`). The caller holds the [`bpf::StateLock`].
 pub fn set_policy(
-    maps: &mut loader::PolicyMaps,
+    maps: &mut bpf::PolicyMaps,
     target: &cgroup::Cgroup,
     new_policy: Policy,
 ) -> Result<()> {
@@ -190,7 +194,7 @@ pub fn set_policy(
     }
     maps.policies.insert(target.id, new_policy, 0)?;
     maps.write_index(&index_updates)?;
-    loader::sync_syscall_layer(maps)?;
+    bpf::sync_syscall_layer(maps)?;
     clear_setup_entries(maps, target)?;
     Ok(())
 }
@@ -199,7 +203,7 @@ pub fn set_policy(
 /// they were under an earlier policy. Runs after the policy is in force, so a runtime's setup
 /// process that enters later is exempted by the kernel as usual; one that was mid-setup in the
 /// subtree now is subject (its container may fail to start).
-fn clear_setup_entries(maps: &mut loader::PolicyMaps, target: &cgroup::Cgroup) -> Result<()> {
+fn clear_setup_entries(maps: &mut bpf::PolicyMaps, target: &cgroup::Cgroup) -> Result<()> {
     let inside: std::collections::HashSet<u32> =
         cgroup::processes_below(target)?.into_iter().collect();
     let stale: Vec<_> = maps

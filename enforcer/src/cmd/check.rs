@@ -24,7 +24,12 @@ use enforcer_common::{Action, Counters, Operation, syscalls};
 use nix::errno::Errno;
 use serde_json::{Value, json};
 
-use crate::{cgroup, cmd, error::ExitError, loader, policy};
+use crate::{
+    bpf, cgroup, cmd,
+    error::ExitError,
+    paths::{BPF_FS, BPF_FS_MAGIC, KERNEL_BTF},
+    policy,
+};
 
 mod leftovers;
 
@@ -50,9 +55,6 @@ pub struct ChildArgs {
 }
 
 const SELF_TEST: &str = "self-test";
-const BTF: &str = "/sys/kernel/btf/vmlinux";
-const BPF_FS: &str = "/sys/fs/bpf";
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 const CGROUP_UNIFIED: &str = "/sys/fs/cgroup";
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
@@ -144,7 +146,7 @@ impl Check {
     }
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(args: Args, bpf: bpf::Bpf) -> Result<()> {
     // The self-test sets a policy and may install the programs: a Ctrl-C, SIGTERM or SIGHUP waits
     // until everything it made is removed again.
     let held = cmd::signals::Held::new().context("cannot hold back termination signals")?;
@@ -173,7 +175,7 @@ pub fn run(args: Args) -> Result<()> {
             .ok()
             .map(|config| config.lines().any(|line| line == "CONFIG_BPF_LSM=y"))
     });
-    report(lsm(loader::active_lsms(), built_with_bpf_lsm));
+    report(lsm(bpf::active_lsms(), built_with_bpf_lsm));
     report(match fs::read_to_string("/proc/self/mountinfo") {
         Ok(mountinfo) => cgroups(&mountinfo),
         Err(err) => Check::fail(
@@ -190,7 +192,7 @@ pub fn run(args: Args) -> Result<()> {
             "fix the privileges line first",
         ),
         (true, Err(err)) => Check::fail(SELF_TEST, "not run: no cgroup v2 mount", err.to_string()),
-        (true, Ok(root)) => self_test(&root, &mounted),
+        (true, Ok(root)) => self_test(bpf, &root, &mounted),
     });
 
     let lsm_works = checks.iter().all(|check| check.status != Status::Fail);
@@ -202,7 +204,7 @@ pub fn run(args: Args) -> Result<()> {
         println!("{}", tamper.line());
     }
     checks.push(tamper);
-    let mode = mode(lsm_works, privileged, bpf_active);
+    let mode = mode(bpf, lsm_works, privileged, bpf_active);
     if !args.json {
         println!("{}", mode.line());
     }
@@ -262,7 +264,7 @@ fn tamper(lsm_works: bool) -> Check {
 
 /// Which mode this host gets (#6): the BPF LSM layer when every check above passed, else the
 /// syscall layer alone when its programs load and attach here, else none.
-fn mode(lsm_works: bool, privileged: bool, bpf_active: bool) -> Check {
+fn mode(bpf: bpf::Bpf, lsm_works: bool, privileged: bool, bpf_active: bool) -> Check {
     if lsm_works {
         return Check::ok(
             MODE,
@@ -276,7 +278,7 @@ fn mode(lsm_works: bool, privileged: bool, bpf_active: bool) -> Check {
             "fix the privileges line first",
         );
     }
-    match loader::probe_syscall_layer() {
+    match bpf.probe_syscall_layer() {
         Ok(()) => Check::warn(
             MODE,
             "syscall layer only: BPF LSM is unavailable here, but the sys_enter/sys_exit programs load and attach: `enforcer attach --layer syscall --audit OPS|--kill OPS` works (no deny: a tracepoint cannot change a call's result)",
@@ -411,14 +413,17 @@ fn kernel_version(release: &str) -> Option<(u32, u32)> {
 }
 
 fn btf() -> Check {
-    match fs::metadata(BTF) {
+    match fs::metadata(KERNEL_BTF) {
         Ok(meta) => Check::ok(
             "btf",
-            format!("{BTF} ({:.1} MiB)", meta.len() as f64 / (1 << 20) as f64),
+            format!(
+                "{KERNEL_BTF} ({:.1} MiB)",
+                meta.len() as f64 / (1 << 20) as f64
+            ),
         ),
         Err(err) => Check::fail(
             "btf",
-            format!("no kernel BTF at {BTF} ({err})"),
+            format!("no kernel BTF at {KERNEL_BTF} ({err})"),
             "boot a kernel built with CONFIG_DEBUG_INFO_BTF=y",
         ),
     }
@@ -564,10 +569,10 @@ impl Failure {
     /// A loader error in its own words (the same line `attach` prints). A refused BPF LSM load
     /// carries its fix; for the other errors, whose messages end with theirs, it is the part
     /// after the last `; `.
-    fn loader(err: &loader::LoaderError) -> Self {
-        let detail = err.to_string();
+    fn loader(err: &bpf::LoaderError) -> Self {
+        let detail = err.with_causes();
         let fix = match err {
-            loader::LoaderError::LsmRefused(_, refusal) => refusal.fix(),
+            bpf::LoaderError::LsmRefused(_, refusal) => refusal.fix(),
             _ => match detail.rsplit_once("; ") {
                 Some((_, fix)) => fix.to_owned(),
                 None => "see the message".to_owned(),
@@ -580,7 +585,7 @@ impl Failure {
 /// What the self-test made, so that everything is removed again whatever happened.
 #[derive(Default)]
 struct Made {
-    maps: Option<loader::PolicyMaps>,
+    maps: Option<bpf::PolicyMaps>,
     cgroup_dir: Option<PathBuf>,
     /// Cgroup id whose policy the self-test set.
     attached: Option<u64>,
@@ -616,15 +621,15 @@ const ATTEMPTS: [Attempt; 3] = [
     },
 ];
 
-fn self_test(root: &Path, mounted: &leftovers::Mounted) -> Check {
-    let lock = match loader::lock() {
+fn self_test(bpf: bpf::Bpf, root: &Path, mounted: &leftovers::Mounted) -> Check {
+    let lock = match bpf.lock() {
         Ok(lock) => lock,
         Err(err) => {
             let failure = Failure::loader(&err);
             return Check::fail(SELF_TEST, failure.detail, failure.fix);
         }
     };
-    let installed_before = loader::installed();
+    let installed_before = bpf.programs_pinned();
     let mut made = Made::default();
     let result = confirm_enforcement(&lock, root, &mut made);
     let (notes, problems) = clean_up(&lock, made, installed_before);
@@ -648,13 +653,13 @@ fn self_test(root: &Path, mounted: &leftovers::Mounted) -> Check {
 /// Installs the programs if needed, sets a deny-all policy on a throwaway cgroup, lets a child
 /// try every operation from inside it and reads the counters. Records what it made in `made`.
 fn confirm_enforcement(
-    lock: &loader::StateLock,
+    lock: &bpf::StateLock,
     root: &Path,
     made: &mut Made,
 ) -> Result<String, Failure> {
     let maps = made
         .maps
-        .insert(loader::install(lock).map_err(|err| Failure::loader(&err))?);
+        .insert(bpf::install_programs(lock).map_err(|err| Failure::loader(&err))?);
     remove_stale(root, maps);
 
     let pid = process::id();
@@ -766,7 +771,7 @@ fn errno_names(list: &[i32]) -> String {
 }
 
 /// Totals over every CPU of one cgroup's counters (zero when it has none).
-fn counters(maps: &loader::PolicyMaps, id: u64) -> Counters {
+fn counters(maps: &bpf::PolicyMaps, id: u64) -> Counters {
     let mut totals = Counters::default();
     if let Ok(per_cpu) = maps.counters.get(&id, 0) {
         for cpu in per_cpu.iter() {
@@ -842,7 +847,7 @@ fn run_child(cgroup_dir: &Path, mount_dir: &Path, key: &str) -> Result<Value, Fa
 
 /// Removes what an earlier `check` that was killed left: `enforcer-check-<pid>` cgroups of
 /// processes that are gone, with their policies.
-fn remove_stale(root: &Path, maps: &mut loader::PolicyMaps) {
+fn remove_stale(root: &Path, maps: &mut bpf::PolicyMaps) {
     let Ok(entries) = fs::read_dir(root) else {
         return;
     };
@@ -871,7 +876,7 @@ fn remove_stale(root: &Path, maps: &mut loader::PolicyMaps) {
 /// Undoes everything in `made`; returns notes for the output and problems (what could not be
 /// undone, with the command that does it).
 fn clean_up(
-    lock: &loader::StateLock,
+    lock: &bpf::StateLock,
     made: Made,
     installed_before: bool,
 ) -> (Vec<String>, Vec<String>) {
@@ -920,7 +925,7 @@ fn clean_up(
         match maps.policies() {
             Ok(policies) if policies.is_empty() => {
                 drop(maps);
-                match loader::reset(lock) {
+                match bpf::reset(lock) {
                     Ok(_) => notes.push(
                         "removed the programs again (check had installed them, and no policy uses them)"
                             .to_owned(),
@@ -1133,7 +1138,7 @@ mod tests {
             "fail  lsm         bpf is missing; fix: add lsm=x,bpf"
         );
         let unknown = crate::refusal::Refusal::LsmListUnknown;
-        let refused = Failure::loader(&loader::LoaderError::LsmRefused("settime", unknown));
+        let refused = Failure::loader(&bpf::LoaderError::LsmRefused("settime", unknown));
         let check = Check::fail(SELF_TEST, refused.detail.clone(), refused.fix);
         assert_eq!(
             check.line(),
@@ -1150,7 +1155,7 @@ mod tests {
             lockdown: None,
             seccomp: Some(2),
         };
-        let refused = Failure::loader(&loader::LoaderError::LsmRefused("capable", active.clone()));
+        let refused = Failure::loader(&bpf::LoaderError::LsmRefused("capable", active.clone()));
         assert_eq!(refused.fix, active.fix());
         assert!(!refused.detail.contains("lsm="), "{}", refused.detail);
     }

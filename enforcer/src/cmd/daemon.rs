@@ -2,8 +2,8 @@
 //!
 //! It adopts the pinned programs (loading and pinning them only when absent), is the single
 //! consumer of the ring buffer while it runs, writes every event as a JSON line to stdout, fans
-//! the raw events out to any number of `enforcer tail` sessions over [`daemon::SOCKET`], carries
-//! out `attach`, `detach`, `apply` and `list` for the CLI over [`control::SOCKET`] (logging each
+//! the raw events out to any number of `enforcer tail` sessions over [`EVENT_SOCKET`], carries
+//! out `attach`, `detach`, `apply` and `list` for the CLI over [`CONTROL_SOCKET`] (logging each
 //! policy change as a `state` record on stdout), and serves Prometheus metrics when asked.
 //! Enforcement never depends on it: it holds no link, so
 //! stopping or killing it leaves every program, map and policy in force.
@@ -33,13 +33,14 @@ use tokio::{
 
 use super::tail::Output;
 use crate::{
+    bpf,
     consumer::{Consumer, Sink},
     daemon::{
-        self, Frame, SOCKET,
+        self, Frame,
         control::{self, Client, Response},
         metrics::Metrics,
     },
-    loader,
+    paths::{CONTROL_SOCKET, EVENT_SOCKET},
 };
 
 #[derive(clap::Args)]
@@ -64,26 +65,26 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long requests being carried out get, at shutdown, to finish and be answered.
 const CONTROL_GRACE: Duration = Duration::from_secs(10);
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(args: Args, bpf: bpf::Bpf) -> Result<()> {
     // First, so that a second daemon changes nothing at all.
     let _instance = daemon::lock_instance()?;
     let installed = {
-        let lock = loader::lock()?;
-        loader::install_reporting(&lock)?.1
+        let lock = bpf.lock()?;
+        bpf::install_programs_with_outcome(&lock)?.1
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(args, installed))
+    runtime.block_on(serve(args, bpf, installed))
 }
 
-async fn serve(args: Args, installed: loader::Installed) -> Result<()> {
-    let metrics = Arc::new(Metrics::new());
-    let mut events_id = loader::pinned_events_id();
-    let mut build = loader::pinned_build();
+async fn serve(args: Args, bpf: bpf::Bpf, installed: bpf::InstallOutcome) -> Result<()> {
+    let metrics = Arc::new(Metrics::new(bpf));
+    let mut events_id = bpf.pinned_events_id();
+    let mut build = bpf.pinned_build();
     let mut consumer =
-        Some(Consumer::new(loader::open_event_maps()?).context("cannot watch the ring buffer")?);
+        Some(Consumer::new(bpf.open_event_maps()?).context("cannot watch the ring buffer")?);
     let (frames, _) = broadcast::channel(READER_QUEUE);
     let scrapes = match args.metrics {
         Some(addr) => Some(
@@ -93,11 +94,11 @@ async fn serve(args: Args, installed: loader::Installed) -> Result<()> {
         ),
         None => None,
     };
-    let readers = UnixListener::from_std(bind_socket(SOCKET)?)
-        .with_context(|| format!("cannot listen on {SOCKET}"))?;
+    let readers = UnixListener::from_std(bind_socket(EVENT_SOCKET)?)
+        .with_context(|| format!("cannot listen on {EVENT_SOCKET}"))?;
     // State records of the policy changes made for control clients, written beside the events.
     let (record_tx, mut records) = mpsc::unbounded_channel::<serde_json::Value>();
-    let control = ControlServer::start(bind_socket(control::SOCKET)?, record_tx)?;
+    let control = ControlServer::start(bind_socket(CONTROL_SOCKET)?, record_tx, bpf)?;
     let mut sink = Fanout {
         stdout: Some(Output::new(true, None)),
         frames: frames.clone(),
@@ -119,11 +120,11 @@ async fn serve(args: Args, installed: loader::Installed) -> Result<()> {
         None => String::new(),
     };
     eprintln!(
-        "enforcer: daemon running (pid {}): {} {}; events as JSON lines on stdout and to `enforcer tail` through {SOCKET}; policy changes through {}{metrics_note}",
+        "enforcer: daemon running (pid {}): {} {}; events as JSON lines on stdout and to `enforcer tail` through {EVENT_SOCKET}; policy changes through {}{metrics_note}",
         std::process::id(),
         installed.describe(),
-        loader::pin_dir().display(),
-        control::SOCKET,
+        bpf.pin_dir().display(),
+        CONTROL_SOCKET,
     );
 
     let stopped_by = loop {
@@ -140,7 +141,7 @@ async fn serve(args: Args, installed: loader::Installed) -> Result<()> {
                         reader_alive.clone(),
                     ));
                 }
-                Err(err) => eprintln!("enforcer: cannot accept a reader on {SOCKET}: {err}"),
+                Err(err) => eprintln!("enforcer: cannot accept a reader on {EVENT_SOCKET}: {err}"),
             },
             Some(record) = records.recv() => sink.state(&record),
             accepted = accept_scrape(scrapes.as_ref()) => match accepted {
@@ -150,17 +151,17 @@ async fn serve(args: Args, installed: loader::Installed) -> Result<()> {
                 Err(err) => eprintln!("enforcer: cannot accept a metrics client: {err}"),
             },
             _ = pin_check.tick() => {
-                follow_pins(&mut consumer, &mut events_id, &mut sink)?;
-                follow_build(&mut build);
+                follow_pins(bpf, &mut consumer, &mut events_id, &mut sink)?;
+                follow_build(bpf, &mut build);
             }
         }
     };
 
     // New tails read the ring buffer themselves from now on; connected ones get what is queued.
-    let _ = fs::remove_file(SOCKET);
+    let _ = fs::remove_file(EVENT_SOCKET);
     // New CLI runs take the direct path; requests being carried out finish and are answered, and
     // their changes logged.
-    let _ = fs::remove_file(control::SOCKET);
+    let _ = fs::remove_file(CONTROL_SOCKET);
     let mut stopped = std::pin::pin!(control.stop());
     loop {
         tokio::select! {
@@ -212,6 +213,7 @@ impl ControlServer {
     fn start(
         listener: std::os::unix::net::UnixListener,
         records: mpsc::UnboundedSender<serde_json::Value>,
+        bpf: bpf::Bpf,
     ) -> Result<Self> {
         let (stop, stop_rx) = oneshot::channel();
         let (done_tx, done) = oneshot::channel();
@@ -222,7 +224,7 @@ impl ControlServer {
         std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
-                runtime.block_on(serve_controls(listener, records, stop_rx));
+                runtime.block_on(serve_controls(listener, records, stop_rx, bpf));
                 // Dropping the runtime waits for requests still being carried out.
                 drop(runtime);
                 let _ = done_tx.send(());
@@ -244,15 +246,16 @@ async fn serve_controls(
     listener: std::os::unix::net::UnixListener,
     records: mpsc::UnboundedSender<serde_json::Value>,
     mut stop: oneshot::Receiver<()>,
+    bpf: bpf::Bpf,
 ) {
     let listener = match UnixListener::from_std(listener) {
         Ok(listener) => listener,
         Err(err) => {
             eprintln!(
                 "enforcer: cannot listen on {}: {err}; the CLI changes policies itself",
-                control::SOCKET
+                CONTROL_SOCKET
             );
-            let _ = fs::remove_file(control::SOCKET);
+            let _ = fs::remove_file(CONTROL_SOCKET);
             return;
         }
     };
@@ -263,10 +266,10 @@ async fn serve_controls(
             _ = &mut stop => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    tokio::spawn(serve_control(stream, records.clone(), alive.clone()));
+                    tokio::spawn(serve_control(stream, records.clone(), alive.clone(), bpf));
                 }
                 Err(err) => {
-                    eprintln!("enforcer: cannot accept a client on {}: {err}", control::SOCKET);
+                    eprintln!("enforcer: cannot accept a client on {}: {err}", CONTROL_SOCKET);
                 }
             },
         }
@@ -283,6 +286,7 @@ async fn serve_control(
     stream: UnixStream,
     records: mpsc::UnboundedSender<serde_json::Value>,
     _alive: mpsc::Sender<()>,
+    bpf: bpf::Bpf,
 ) {
     let peer = stream.peer_cred();
     let (from_client, mut to_client) = stream.into_split();
@@ -302,7 +306,9 @@ async fn serve_control(
                     uid: cred.uid(),
                     pid: cred.pid(),
                 };
-                match tokio::task::spawn_blocking(move || control::execute(request, client)).await {
+                match tokio::task::spawn_blocking(move || control::execute(bpf, request, client))
+                    .await
+                {
                     Ok((response, changes)) => {
                         for record in changes {
                             let _ = records.send(record);
@@ -319,7 +325,7 @@ async fn serve_control(
         Ok(cred) => {
             eprintln!(
                 "enforcer: refused a request on {} from uid {} (pid {}): only root may use it",
-                control::SOCKET,
+                CONTROL_SOCKET,
                 cred.uid(),
                 cred.pid()
                     .map_or_else(|| "?".to_owned(), |pid| pid.to_string())
@@ -347,16 +353,16 @@ async fn accept_scrape(listener: Option<&TcpListener>) -> io::Result<(TcpStream,
 
 /// Says so when another build replaced the pinned programs in place: the maps, and so this
 /// daemon's ring buffer, stay, and it reads on as it was (a layout migration shows as new pins).
-fn follow_build(build: &mut Option<u64>) {
-    let pinned = loader::pinned_build();
+fn follow_build(bpf: bpf::Bpf, build: &mut Option<u64>) {
+    let pinned = bpf.pinned_build();
     if pinned == *build {
         return;
     }
     if let (Some(before), Some(now)) = (*build, pinned) {
         eprintln!(
             "enforcer: the programs under {} were replaced in place (build {before:016x} -> {now:016x}{}); same maps, the daemon reads on",
-            loader::pin_dir().display(),
-            if now == loader::this_build() {
+            bpf.pin_dir().display(),
+            if now == bpf.build() {
                 ", the daemon's own"
             } else {
                 ""
@@ -370,11 +376,12 @@ fn follow_build(build: &mut Option<u64>) {
 /// waits) and a later `enforcer attach` (new pins: the daemon reads their ring buffer). The daemon
 /// never reinstalls by itself: a reset stays a reset.
 fn follow_pins(
+    bpf: bpf::Bpf,
     consumer: &mut Option<Consumer>,
     events_id: &mut Option<u32>,
     sink: &mut Fanout,
 ) -> io::Result<()> {
-    let pinned = loader::pinned_events_id();
+    let pinned = bpf.pinned_events_id();
     if pinned == *events_id {
         return Ok(());
     }
@@ -384,19 +391,20 @@ fn follow_pins(
     match pinned {
         None => eprintln!(
             "enforcer: the pins under {} were removed (`enforcer reset`?): nothing is enforced; waiting for the next `enforcer attach`",
-            loader::pin_dir().display()
+            bpf.pin_dir().display()
         ),
         // Still being installed: look again at the next check.
-        Some(_) if !loader::installed() => return Ok(()),
-        Some(_) => match loader::open_event_maps()
-            .map_err(io::Error::other)
+        Some(_) if !bpf.programs_pinned() => return Ok(()),
+        Some(_) => match bpf
+            .open_event_maps()
+            .map_err(|err| io::Error::other(err.with_causes()))
             .and_then(Consumer::new)
         {
             Ok(new) => {
                 *consumer = Some(new);
                 eprintln!(
                     "enforcer: new pins under {}: reading their events",
-                    loader::pin_dir().display()
+                    bpf.pin_dir().display()
                 );
             }
             Err(err) => {
@@ -433,7 +441,7 @@ impl Fanout {
             && let Err(err) = write(out)
         {
             eprintln!(
-                "enforcer: stopped writing events to stdout: {err}; readers of {SOCKET} and the metrics still get them"
+                "enforcer: stopped writing events to stdout: {err}; readers of {EVENT_SOCKET} and the metrics still get them"
             );
             self.stdout = None;
         }
@@ -598,7 +606,7 @@ mod tests {
 
     #[test]
     fn only_get_metrics_gets_the_exposition() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(bpf::Bpf::shipped());
         metrics.delivered.inc_by(3);
         let ok = respond("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", &metrics);
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
@@ -618,7 +626,7 @@ mod tests {
 
     #[test]
     fn a_lagging_reader_is_told_how_much_it_missed() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(bpf::Bpf::shipped());
         let (tx, mut rx) = broadcast::channel(2);
         for n in 0..5 {
             tx.send(Frame::Dropped(n)).unwrap();

@@ -2,7 +2,7 @@
 use anyhow::Result;
 use enforcer_common::Policy;
 
-use crate::{cgroup, daemon::control, loader, policy};
+use crate::{bpf, cgroup, daemon::control, policy};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -11,7 +11,7 @@ pub struct Args {
     pub cgroup: String,
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(args: Args, bpf: bpf::Bpf) -> Result<()> {
     // A numeric id may name a cgroup that is gone already; its policy can still be removed. A
     // path is resolved before any state is touched, as `attach` does.
     let (id, shown) = match args.cgroup.parse::<u64>() {
@@ -27,16 +27,16 @@ pub fn run(args: Args) -> Result<()> {
     })? {
         return Ok(());
     }
-    execute(id, &shown)?;
+    execute(bpf, id, &shown)?;
     print!("{}", report(&shown));
     Ok(())
 }
 
 /// Removes the policy of cgroup `id` (`shown` names it in messages) under the state lock; returns
 /// the policy removed. The daemon runs this for a forwarded `detach`.
-pub fn execute(id: u64, shown: &str) -> Result<Policy> {
-    let lock = loader::lock()?;
-    let mut maps = loader::open_policy_maps_existing()?;
+pub fn execute(bpf: bpf::Bpf, id: u64, shown: &str) -> Result<Policy> {
+    let lock = bpf.lock()?;
+    let mut maps = bpf.open_policy_maps()?;
     let Ok(removed) = maps.policies.get(&id, 0) else {
         anyhow::bail!(crate::error::ExitError::no_policy(shown));
     };
@@ -51,8 +51,8 @@ pub fn report(shown: &str) -> String {
 }
 
 /// Removes the policy of cgroup `id`, which must have one (also used by `enforcer check`). The
-/// caller holds the [`loader::StateLock`].
-pub fn remove_policy(maps: &mut loader::PolicyMaps, id: u64) -> Result<()> {
+/// caller holds the [`bpf::StateLock`].
+pub fn remove_policy(maps: &mut bpf::PolicyMaps, id: u64) -> Result<()> {
     // The policy goes first, then its index bit, then its counters: the reverse of attach.
     maps.policies.remove(&id)?;
     let remaining: Vec<(u64, u32)> = maps
@@ -63,6 +63,6 @@ pub fn remove_policy(maps: &mut loader::PolicyMaps, id: u64) -> Result<()> {
     let updates = policy::index_updates(&maps.current_index()?, &remaining)?;
     maps.write_index(&updates)?;
     let _ = maps.counters.remove(&id);
-    loader::sync_syscall_layer(maps)?;
+    bpf::sync_syscall_layer(maps)?;
     Ok(())
 }

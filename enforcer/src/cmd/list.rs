@@ -5,7 +5,7 @@ use anyhow::Result;
 use enforcer_common::{Action, Counters, Operation};
 use serde_json::json;
 
-use crate::{cgroup::PathCache, daemon::control, loader, policy};
+use crate::{bpf, cgroup::PathCache, daemon::control, policy};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -24,20 +24,20 @@ struct Row {
     layer: &'static str,
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(args: Args, bpf: bpf::Bpf) -> Result<()> {
     if control::forward(&control::Request::List { json: args.json })? {
         return Ok(());
     }
-    print!("{}", render(args.json)?);
+    print!("{}", render(bpf, args.json)?);
     Ok(())
 }
 
 /// What `list` prints: the table, or the JSON document. The daemon runs this for a forwarded
 /// `list`.
-pub fn render(json: bool) -> Result<String> {
-    let rows = match loader::open_policy_maps_existing() {
+pub fn render(bpf: bpf::Bpf, json: bool) -> Result<String> {
+    let rows = match bpf.open_policy_maps() {
         Ok(maps) => collect(&maps)?,
-        Err(loader::LoaderError::NotInstalled(_)) => Vec::new(),
+        Err(bpf::LoaderError::NotInstalled(_)) => Vec::new(),
         Err(err) => return Err(err.into()),
     };
     let mut out = String::new();
@@ -49,7 +49,7 @@ pub fn render(json: bool) -> Result<String> {
     Ok(out)
 }
 
-fn collect(maps: &loader::PolicyMaps) -> Result<Vec<Row>> {
+fn collect(maps: &bpf::PolicyMaps) -> Result<Vec<Row>> {
     let mut paths = PathCache::default();
     let mut rows = Vec::new();
     for entry in maps.policies.iter() {

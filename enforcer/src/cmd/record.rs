@@ -30,7 +30,7 @@ use enforcer_common::{Action, OPERATIONS, Operation, policy_flags};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use crate::{cgroup, cmd, cmd::signals, error::ExitError, loader, policy};
+use crate::{bpf, cgroup, cmd, cmd::signals, error::ExitError, policy};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -57,12 +57,12 @@ pub struct Usage {
     pub failed: u64,
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(args: Args, bpf: bpf::Bpf) -> Result<()> {
     let target = cgroup::resolve(&args.cgroup)?;
     // Held from before the policy is set (and before any thread starts, so every thread holds
     // them): from here on, a Ctrl-C, SIGTERM or SIGHUP waits until the policy is removed.
     let held = signals::Held::new().context("cannot hold back termination signals")?;
-    if let Ok(maps) = loader::open_policy_maps_existing()
+    if let Ok(maps) = bpf.open_policy_maps()
         && maps.policies.get(&target.id, 0).is_ok()
     {
         anyhow::bail!(ExitError::bad_cgroup(format!(
@@ -73,11 +73,12 @@ pub fn run(args: Args) -> Result<()> {
     let mut audit_all = policy::compile(&[(Action::Audit, Some("all"))], target.level)?;
     audit_all.flags |= policy_flags::SYSCALL_LAYER | policy_flags::SYSCALL_ONLY;
     {
-        let lock = loader::lock()?;
-        let mut maps = loader::install_maps(&lock)?;
+        let lock = bpf.lock()?;
+        let mut maps = bpf::install_maps_only(&lock)?;
         cmd::attach::set_policy(&mut maps, &target, audit_all)?;
     }
     let recording = Recording {
+        bpf,
         id: target.id,
         armed: true,
     };
@@ -125,6 +126,7 @@ pub fn run(args: Args) -> Result<()> {
 /// The recording policy while it is set: removed on drop too, so a panic does not leave it (and
 /// the machine-wide syscall layer it attached) behind.
 struct Recording {
+    bpf: bpf::Bpf,
     id: u64,
     armed: bool,
 }
@@ -132,21 +134,21 @@ struct Recording {
 impl Recording {
     fn remove(mut self) -> Result<()> {
         self.armed = false;
-        remove_recording(self.id)
+        remove_recording(self.bpf, self.id)
     }
 }
 
 impl Drop for Recording {
     fn drop(&mut self) {
         if self.armed {
-            let _ = remove_recording(self.id);
+            let _ = remove_recording(self.bpf, self.id);
         }
     }
 }
 
-fn remove_recording(id: u64) -> Result<()> {
-    let _lock = loader::lock()?;
-    let mut maps = loader::open_policy_maps_existing()?;
+fn remove_recording(bpf: bpf::Bpf, id: u64) -> Result<()> {
+    let _lock = bpf.lock()?;
+    let mut maps = bpf.open_policy_maps()?;
     cmd::detach::remove_policy(&mut maps, id)
 }
 

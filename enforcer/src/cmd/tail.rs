@@ -17,11 +17,11 @@ use enforcer_common::{Action, Event};
 use tokio::{io::AsyncReadExt, net::UnixStream};
 
 use crate::{
+    bpf,
     cgroup::{self, PathCache, Workload},
     consumer::{self, Consumer},
     daemon::{self, Frame},
     events::{Clock, Rendered},
-    loader,
 };
 
 #[derive(clap::Args)]
@@ -52,7 +52,7 @@ const DAEMON_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// Ends the loop quietly: the reader went away (`tail | head -3`).
 struct ReaderGone;
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(args: Args, bpf: bpf::Bpf) -> Result<()> {
     let filter = args
         .cgroup
         .as_deref()
@@ -68,7 +68,9 @@ pub fn run(args: Args) -> Result<()> {
         let stream = match daemon::connect().await.map_err(Follow::Failed)? {
             Some(stream) => stream,
             None => {
-                let maps = loader::open_event_maps().map_err(|err| Follow::Failed(err.into()))?;
+                let maps = bpf
+                    .open_event_maps()
+                    .map_err(|err| Follow::Failed(err.into()))?;
                 output.start()?;
                 match follow_ring(maps, &mut output).await? {
                     Some(stream) => stream,
@@ -104,7 +106,7 @@ impl From<io::Error> for Follow {
 /// ring buffer's consumer: the tail then hands over to its event stream (returned) rather than
 /// split the events with it.
 async fn follow_ring(
-    maps: loader::EventMaps,
+    maps: bpf::EventMaps,
     output: &mut Output,
 ) -> Result<Option<UnixStream>, Follow> {
     let mut consumer = Consumer::new(maps)
@@ -116,7 +118,7 @@ async fn follow_ring(
             _ = tokio::signal::ctrl_c() => return Ok(None),
             drained = consumer.next(&mut sink) => drained?,
             _ = daemon_check.tick() => {
-                if Path::new(daemon::SOCKET).exists()
+                if Path::new(crate::paths::EVENT_SOCKET).exists()
                     && let Ok(Some(stream)) = daemon::connect().await
                 {
                     while consumer.drain_now(&mut sink)? {}
@@ -173,7 +175,7 @@ async fn follow_daemon(mut stream: UnixStream, output: &mut Output) -> Result<()
                     ) => true,
                     Err(err) => {
                         return Err(Follow::Failed(
-                            anyhow::Error::new(err).context(format!("cannot read {}", daemon::SOCKET)),
+                            anyhow::Error::new(err).context(format!("cannot read {}", crate::paths::EVENT_SOCKET)),
                         ));
                     }
                 };
@@ -191,7 +193,7 @@ async fn follow_daemon(mut stream: UnixStream, output: &mut Output) -> Result<()
                     return Err(Follow::Failed(
                         crate::error::ExitError::daemon_gone(format!(
                             "the daemon went away (its event stream {} closed); enforcement continues; run `enforcer tail` again to keep reading events",
-                            daemon::SOCKET
+                            crate::paths::EVENT_SOCKET
                         ))
                         .into(),
                     ));

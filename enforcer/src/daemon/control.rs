@@ -2,7 +2,7 @@
 //! running daemon, which makes the change itself (and logs it), so that while it runs it is the
 //! one writer of the policy maps.
 //!
-//! The socket is [`SOCKET`] (mode 0600 in the 0700 [`super::RUN_DIR`]). One request per
+//! The socket is [`CONTROL_SOCKET`] (mode 0600 in the 0700 [`crate::paths::RUN_DIR`]). One request per
 //! connection, each way one line of JSON:
 //!
 //! ```text
@@ -32,15 +32,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::{
+    bpf::{self, LoaderError},
     cgroup::{Cgroup, PathCache},
     cmd::{apply, attach, detach, list},
     error::ExitError,
-    loader::LoaderError,
+    paths::CONTROL_SOCKET,
     policy,
 };
 
-/// The control socket.
-pub const SOCKET: &str = "/run/enforcer/control.sock";
 /// Bumped when a request or answer changes meaning; a daemon refuses other versions.
 pub const VERSION: u32 = 1;
 /// The longest request line a daemon reads.
@@ -231,12 +230,12 @@ pub fn decode(line: &str) -> Result<Request, Response> {
 /// would. False when no daemon accepts the connection (the caller then takes the direct path);
 /// the daemon's failure comes back with the direct path's exit code and message.
 pub fn forward(request: &Request) -> Result<bool> {
-    let Ok(mut stream) = UnixStream::connect(SOCKET) else {
+    let Ok(mut stream) = UnixStream::connect(CONTROL_SOCKET) else {
         return Ok(false);
     };
     let gone = || {
         ExitError::daemon_gone(format!(
-            "the enforcer daemon went away before answering on {SOCKET}; `enforcer list` shows what is in force (start the daemon again, or run the command again without it)"
+            "the enforcer daemon went away before answering on {CONTROL_SOCKET}; `enforcer list` shows what is in force (start the daemon again, or run the command again without it)"
         ))
     };
     if stream.write_all(encode(request).as_bytes()).is_err() {
@@ -269,14 +268,14 @@ pub struct Client {
 
 /// Daemon side: carries out a request from a root client with the direct path's functions (which
 /// take the state lock), blocking. Returns the answer and a state record per policy change made.
-pub fn execute(request: Request, client: Client) -> (Response, Vec<Value>) {
+pub fn execute(bpf: bpf::Bpf, request: Request, client: Client) -> (Response, Vec<Value>) {
     let mut records = Vec::new();
     let response = match request {
         Request::Attach { cgroup, policy } => {
             let target = Cgroup::from(cgroup);
             match policy
                 .into_policy(&target)
-                .and_then(|policy| Ok((policy, attach::execute(&target, policy)?)))
+                .and_then(|policy| Ok((policy, attach::execute(bpf, &target, policy)?)))
             {
                 Ok((policy, previous)) => {
                     records.push(state(
@@ -299,7 +298,7 @@ pub fn execute(request: Request, client: Client) -> (Response, Vec<Value>) {
             } else {
                 shown.clone()
             };
-            match detach::execute(id, &shown) {
+            match detach::execute(bpf, id, &shown) {
                 Ok(removed) => {
                     records.push(state(
                         "policy-detached",
@@ -335,7 +334,7 @@ pub fn execute(request: Request, client: Client) -> (Response, Vec<Value>) {
             let mut made = Vec::new();
             let result = match malformed {
                 Some(err) => Err(err),
-                None => apply::execute(&desired, dry_run, prune, &mut out, &mut made),
+                None => apply::execute(bpf, &desired, dry_run, prune, &mut out, &mut made),
             };
             for change in made {
                 records.push(match change {
@@ -362,7 +361,7 @@ pub fn execute(request: Request, client: Client) -> (Response, Vec<Value>) {
                 Err(err) => Response::failed(out, &err),
             }
         }
-        Request::List { json } => match list::render(json) {
+        Request::List { json } => match list::render(bpf, json) {
             Ok(out) => Response::done(out),
             Err(err) => Response::failed(String::new(), &err),
         },

@@ -5,11 +5,11 @@ use std::{fs, io, path::Path};
 
 use nix::mount::{MntFlags, umount2};
 
-use crate::loader;
+use crate::{
+    bpf,
+    paths::{BPF_FS, BPF_FS_MAGIC, SECURITYFS},
+};
 
-const BPF_FS: &str = "/sys/fs/bpf";
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-const SECURITYFS: &str = "/sys/kernel/security";
 const SECURITYFS_MAGIC: i64 = 0x7363_6673;
 /// What the kernel's bpf_preload puts in every new bpffs: not anyone's pins.
 const PRELOADED: [&str; 2] = ["maps.debug", "progs.debug"];
@@ -29,10 +29,10 @@ impl Mounted {
     }
 
     /// Removes the pin directories that hold no pin, then unmounts the bpffs `check` mounted if
-    /// nothing else is in it. The caller holds the [`loader::StateLock`], so no `attach` is
+    /// nothing else is in it. The caller holds the [`bpf::StateLock`], so no `attach` is
     /// between creating a directory and pinning into it.
-    pub fn restore_bpffs(&self, _lock: &loader::StateLock) {
-        let _ = remove_empty_dirs(Path::new(loader::PIN_BASE));
+    pub fn restore_bpffs(&self, _lock: &bpf::StateLock) {
+        let _ = remove_empty_dirs(Path::new(crate::paths::PIN_BASE));
         if !self.bpffs && is(BPF_FS, BPF_FS_MAGIC) && holds_nothing(Path::new(BPF_FS)) {
             let _ = umount2(BPF_FS, MntFlags::empty());
         }
