@@ -19,7 +19,7 @@ pub(super) const MAP_SETUP: &str = "SETUP";
 /// What older builds called the setup map (with the executable only as its value); removed once
 /// this build's programs are in.
 pub(super) const MAP_EXEMPT_OLD: &str = "EXEMPT";
-/// The pinned maps every build of a layout shares.
+/// The pinned maps every build of an ABI version shares.
 pub(super) const MAPS: [&str; 7] = [
     MAP_POLICIES,
     MAP_INDEX,

@@ -261,7 +261,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn v1_reads_into_this_layout_unchanged() {
+    fn v1_reads_into_this_abi_unchanged() {
         // While ABI_VERSION is 1, the frozen v1 types are the current ones, byte for byte (an
         // ABI change replaces this test with one of the conversion it needs).
         if ABI_VERSION != 1 {
