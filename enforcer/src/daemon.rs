@@ -1,7 +1,8 @@
 //! `enforcer daemon`'s files and its event stream's wire format, shared by the daemon
 //! (`cmd::daemon`) and its readers (`enforcer tail`).
 //!
-//! The stream is a Unix stream socket at [`EVENT_SOCKET`] (mode 0600 in a 0700 directory: root only).
+//! The stream is a Unix stream socket at [`EVENT_SOCKET`] (mode 0600 in a 0700 directory: root
+//! only).
 //! The daemon first writes one line, `enforcer-events <ABI_VERSION>\n`, then frames, each a kind
 //! byte and a payload of a size fixed by the kind:
 //!

@@ -52,9 +52,9 @@ impl InstallOutcome {
     }
 }
 
-/// [`install_programs`], also saying what it did. Each step of an upgrade prints one line on stderr. The
-/// syscall layer is brought in line with the policies afterwards (a migration does not carry its
-/// links over).
+/// [`install_programs`], also saying what it did. Each step of an upgrade prints one line on
+/// stderr. The syscall layer is brought in line with the policies afterwards (a migration does
+/// not carry its links over).
 pub fn install_programs_with_outcome(
     lock: &StateLock,
 ) -> Result<(PolicyMaps, InstallOutcome), LoaderError> {
