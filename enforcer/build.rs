@@ -14,7 +14,7 @@ fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     if env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true")) {
         // clippy and docs builds skip the BPF build; the include_bytes! still needs a file.
-        fs::write(out_dir.join("enforcer"), []).expect("write stub BPF object");
+        fs::write(out_dir.join("enforcer-bpf"), []).expect("write stub BPF object");
         return;
     }
     if let Err(missing) = check_toolchain() {

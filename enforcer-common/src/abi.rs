@@ -29,7 +29,7 @@ pub struct Policy {
     /// [`policy_flags`] bits.
     pub flags: u32,
 }
-const _: () = assert!(core::mem::size_of::<Policy>() == 24);
+const _: () = assert!(size_of::<Policy>() == 24);
 
 impl Policy {
     pub fn action(&self, op: Operation) -> Action {
@@ -59,7 +59,7 @@ pub struct ProcessKey {
     pub _pad: u32,
     pub start_time: u64,
 }
-const _: () = assert!(core::mem::size_of::<ProcessKey>() == 16);
+const _: () = assert!(size_of::<ProcessKey>() == 16);
 
 /// Value of the `SETUP` map (workload arming): what a setup process was when it became setup.
 /// An exec keeps a process setup only while its root directory and mount namespace are still
@@ -77,7 +77,7 @@ pub struct SetupState {
     /// `nsproxy->mnt_ns`.
     pub mnt_ns: u64,
 }
-const _: () = assert!(core::mem::size_of::<SetupState>() == 32);
+const _: () = assert!(size_of::<SetupState>() == 32);
 
 /// Keys of the `PROTECTED` map: the kernel objects a covered process may never get a file
 /// descriptor for, change or unpin (tamper protection), by kind and kernel id. User space fills
@@ -111,7 +111,7 @@ pub struct LevelFilter {
     pub _pad: u32,
     pub bits: [u64; (FILTER_BITS / 64) as usize],
 }
-const _: () = assert!(core::mem::size_of::<LevelFilter>() == 72);
+const _: () = assert!(size_of::<LevelFilter>() == 72);
 
 impl Default for LevelFilter {
     fn default() -> Self {
@@ -161,7 +161,7 @@ pub struct PolicyIndex {
     pub _pad: u32,
     pub slots: [LevelFilter; MAX_POLICY_LEVELS],
 }
-const _: () = assert!(core::mem::size_of::<PolicyIndex>() == 512);
+const _: () = assert!(size_of::<PolicyIndex>() == 512);
 
 /// Run-time switches, single entry of an array map. Read only on the report path (after a policy
 /// asked for something), never by callers outside every policy.
@@ -172,7 +172,7 @@ pub struct Config {
     pub flags: u32,
     pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 8);
+const _: () = assert!(size_of::<Config>() == 8);
 
 /// Bits of [`Config::flags`].
 pub mod config {
@@ -196,7 +196,7 @@ pub mod config {
 pub struct Counters {
     pub by_action: [[u64; OP_SLOTS]; 4],
 }
-const _: () = assert!(core::mem::size_of::<Counters>() == 4 * 8 * OP_SLOTS);
+const _: () = assert!(size_of::<Counters>() == 4 * 8 * OP_SLOTS);
 
 impl Counters {
     pub fn get(&self, action: Action, op: Operation) -> u64 {
@@ -246,7 +246,7 @@ pub struct Inflight {
     /// A 32-bit call.
     pub compat: u8,
 }
-const _: () = assert!(core::mem::size_of::<Inflight>() == 72);
+const _: () = assert!(size_of::<Inflight>() == 72);
 
 /// Value of the `BUDGET` map (the per-policy event budget): a policy's token bucket on one CPU.
 /// Pinned with the other shared maps, so its layout is part of [`crate::ABI_VERSION`] too.
@@ -261,7 +261,7 @@ pub struct Budget {
     pub suppressed: u64,
     pub since_ns: u64,
 }
-const _: () = assert!(core::mem::size_of::<Budget>() == 32);
+const _: () = assert!(size_of::<Budget>() == 32);
 
 #[cfg(test)]
 mod tests {

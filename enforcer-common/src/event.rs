@@ -104,7 +104,7 @@ pub struct Event {
     /// The system call's return value (`sys_exit`); for LSM events the hook's return value.
     pub ret: i64,
 }
-const _: () = assert!(core::mem::size_of::<Event>() == 448);
+const _: () = assert!(size_of::<Event>() == 448);
 
 /// Values of [`Event::source`].
 pub mod source {

@@ -96,7 +96,7 @@ pub struct KernelLayout {
     pub lsm_bpf_args: u32,
     pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 200);
+const _: () = assert!(size_of::<KernelLayout>() == 200);
 
 /// x86 `thread_info.status` bit set from the entry of a 32-bit (ia32) system call until the
 /// return to user space, whatever instruction made it (`int $0x80` from a 64-bit process too).

@@ -5,15 +5,25 @@ use crate::{
     SetupState,
 };
 
-// SAFETY: each type is #[repr(C)], made only of integers and integer arrays, with every byte
-// covered by a field (padding is explicit), so any bit pattern is a valid value.
-unsafe impl aya::Pod for Policy {}
-unsafe impl aya::Pod for PolicyIndex {}
-unsafe impl aya::Pod for Counters {}
-unsafe impl aya::Pod for Config {}
-unsafe impl aya::Pod for Event {}
-unsafe impl aya::Pod for KernelLayout {}
-unsafe impl aya::Pod for ProcessKey {}
-unsafe impl aya::Pod for SetupState {}
-unsafe impl aya::Pod for Inflight {}
-unsafe impl aya::Pod for Budget {}
+/// Implements `aya::Pod` for types that are `#[repr(C)]`, made only of integers and integer
+/// arrays, with every byte covered by a field (padding is explicit).
+macro_rules! pod {
+    ($($ty:ty),* $(,)?) => {$(
+        // SAFETY: the type is #[repr(C)], made only of integers and integer arrays, with every
+        // byte covered by a field (padding is explicit), so any bit pattern is a valid value.
+        unsafe impl aya::Pod for $ty {}
+    )*};
+}
+
+pod!(
+    Policy,
+    PolicyIndex,
+    Counters,
+    Config,
+    Event,
+    KernelLayout,
+    ProcessKey,
+    SetupState,
+    Inflight,
+    Budget
+);

@@ -1,7 +1,9 @@
 //! The command line (clap only): the subcommands, the operation names that `--deny`, `--audit`
 //! and `--kill` take (for `--help` and completions) and the examples at the end of `--help`.
 //! Every subcommand's own arguments live in its `cmd` module.
-use std::{ffi::OsStr, path::PathBuf};
+use std::ffi::OsStr;
+#[cfg(feature = "testing")]
+use std::path::PathBuf;
 
 use clap::{
     CommandFactory, Parser, Subcommand,
@@ -16,14 +18,16 @@ use crate::cmd;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-    /// VM tests only: load the BPF programs from this object file instead of the embedded one,
-    /// acting as another build (upgrade tests).
+    /// VM tests only (feature `testing`): load the BPF programs from this object file instead of
+    /// the embedded one, acting as another build (upgrade tests).
+    #[cfg(feature = "testing")]
     #[arg(long, global = true, hide = true, value_name = "FILE")]
     pub bpf_object: Option<PathBuf>,
-    /// VM tests only: act as the next map layout (pins under its directory), so that this
-    /// build's real layout is an older one to migrate (upgrade tests).
+    /// VM tests only (feature `testing`): act as the next map ABI version (pins under its
+    /// directory), so that this build's real ABI is an older one to migrate (upgrade tests).
+    #[cfg(feature = "testing")]
     #[arg(long, global = true, hide = true, value_name = "N")]
-    pub test_layout: Option<u32>,
+    pub test_abi: Option<u32>,
 }
 
 #[derive(Subcommand)]
@@ -57,16 +61,30 @@ pub enum Command {
     Completion(cmd::meta::CompletionArgs),
     /// Print the man page in roff (`enforcer man | man -l -`), or write every page (`--dir`).
     Man(cmd::meta::ManArgs),
-    /// Benches only: event mode of the programs (`normal`, `none`, `wakeup-each`).
+    /// Benches only: event mode of the programs.
+    #[cfg(feature = "testing")]
     #[command(hide = true)]
-    BenchEvents { mode: String },
+    BenchEvents { mode: EventMode },
     /// Attach a do-nothing program to an LSM hook (`settime` or `capable`) or a syscall-layer
     /// tracepoint (`sys_enter`, `sys_exit`), for benches.
+    #[cfg(feature = "testing")]
     #[command(hide = true)]
     BenchEmpty {
         #[arg(long)]
         hook: String,
     },
+}
+
+/// Benches only: what the programs do with an event (the bench object's switches).
+#[cfg(feature = "testing")]
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum EventMode {
+    /// Submitted without a wakeup, as shipped.
+    Normal,
+    /// No event at all.
+    None,
+    /// Submitted with a wakeup each.
+    WakeupEach,
 }
 
 /// The command line, with the operation names and examples (from the operations table) at the

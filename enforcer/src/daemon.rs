@@ -1,7 +1,7 @@
 //! `enforcer daemon`'s files and its event stream's wire format, shared by the daemon (the agent
 //! in [`agent`]) and its readers ([`crate::events::follow`]).
 //!
-//! The stream is a Unix stream socket at [`SOCKET`] (mode 0600 in a 0700 directory: root only).
+//! The stream is a Unix stream socket at [`EVENT_SOCKET`] (mode 0600 in a 0700 directory: root only).
 //! The daemon first writes one line, `enforcer-events <ABI_VERSION>\n`, then frames, each a kind
 //! byte and a payload of a size fixed by the kind:
 //!
@@ -39,17 +39,11 @@ use nix::{
 use tokio::{io::AsyncReadExt, net::UnixStream};
 
 use crate::{
+    bpf::LoaderError,
     error::ExitError,
     events::{self, Record},
-    loader::LoaderError,
+    paths::{DAEMON_LOCK, EVENT_SOCKET, RUN_DIR},
 };
-
-/// The daemon's directory (mode 0700).
-pub const RUN_DIR: &str = "/run/enforcer";
-/// The event stream.
-pub const SOCKET: &str = "/run/enforcer/events.sock";
-/// Held (flock) by the running daemon; holds its pid.
-pub const LOCK: &str = "/run/enforcer/daemon.lock";
 
 const KIND_EVENT: u8 = b'E';
 const KIND_DROPPED: u8 = b'D';
@@ -64,7 +58,10 @@ pub fn greeting() -> String {
 
 /// One unit of the event stream.
 // Nearly every frame is an event, so boxing it would add an allocation per event and save nothing.
-#[allow(clippy::large_enum_variant)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "nearly every frame is an event: boxing it costs an allocation per event"
+)]
 #[derive(Clone, Copy, Debug)]
 pub enum Frame {
     /// Its raw record travels; the reader decodes it as the daemon did.
@@ -149,7 +146,13 @@ pub fn create_run_dir() -> Result<()> {
 
 /// Proof that this process is the one running daemon; released when dropped (or when the process
 /// dies, however it dies).
-pub struct InstanceLock(#[allow(dead_code)] Flock<File>);
+pub struct InstanceLock(
+    #[expect(
+        dead_code,
+        reason = "held for its drop: the lock lives as long as the value"
+    )]
+    Flock<File>,
+);
 
 /// Takes the daemon lock without waiting: a second daemon gets an [`ExitError`] (already running)
 /// and changes nothing.
@@ -164,15 +167,15 @@ pub fn lock_instance() -> Result<InstanceLock> {
         .read(true)
         .write(true)
         .mode(0o600)
-        .open(LOCK)
-        .with_context(|| format!("cannot open {LOCK}"))?;
+        .open(DAEMON_LOCK)
+        .with_context(|| format!("cannot open {DAEMON_LOCK}"))?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(mut lock) => {
             // The pid is for the message a second daemon prints; the lock itself is the flock.
             lock.set_len(0)
                 .and_then(|()| lock.rewind())
                 .and_then(|()| writeln!(lock, "{}", std::process::id()))
-                .with_context(|| format!("cannot write {LOCK}"))?;
+                .with_context(|| format!("cannot write {DAEMON_LOCK}"))?;
             Ok(InstanceLock(lock))
         }
         Err((mut file, Errno::EWOULDBLOCK)) => {
@@ -183,11 +186,11 @@ pub fn lock_instance() -> Result<InstanceLock> {
                 pid => format!(" (pid {pid})"),
             };
             Err(ExitError::already_running(format!(
-                "an enforcer daemon is already running{pid}, holding {LOCK}; read its events with `enforcer tail`, or stop it first"
+                "an enforcer daemon is already running{pid}, holding {DAEMON_LOCK}; read its events with `enforcer tail`, or stop it first"
             ))
             .into())
         }
-        Err((_, errno)) => Err(anyhow!("cannot lock {LOCK}: {errno}")),
+        Err((_, errno)) => Err(anyhow!("cannot lock {DAEMON_LOCK}: {errno}")),
     }
 }
 
@@ -198,12 +201,11 @@ const GREETING_TIMEOUT: Duration = Duration::from_secs(5);
 /// accepts (no socket, a stale one, or no permission: the caller then reads the ring buffer itself,
 /// which reports a missing privilege in its own words).
 pub async fn connect() -> Result<Option<UnixStream>> {
-    if !Path::new(SOCKET).exists() {
+    if !Path::new(EVENT_SOCKET).exists() {
         return Ok(None);
     }
-    let mut stream = match UnixStream::connect(SOCKET).await {
-        Ok(stream) => stream,
-        Err(_) => return Ok(None),
+    let Ok(mut stream) = UnixStream::connect(EVENT_SOCKET).await else {
+        return Ok(None);
     };
     let expected = greeting();
     let mut line = Vec::new();
@@ -220,14 +222,14 @@ pub async fn connect() -> Result<Option<UnixStream>> {
     };
     match tokio::time::timeout(GREETING_TIMEOUT, read).await {
         Ok(Ok(())) => {}
-        Ok(Err(err)) => return Err(err).context(format!("cannot read from {SOCKET}")),
+        Ok(Err(err)) => return Err(err).context(format!("cannot read from {EVENT_SOCKET}")),
         Err(_) => anyhow::bail!(
-            "the enforcer daemon at {SOCKET} did not answer within {GREETING_TIMEOUT:?}; check it is healthy (its stderr), or stop it to read the ring buffer directly"
+            "the enforcer daemon at {EVENT_SOCKET} did not answer within {GREETING_TIMEOUT:?}; check it is healthy (its stderr), or stop it to read the ring buffer directly"
         ),
     }
     if line != expected.as_bytes() {
         anyhow::bail!(
-            "the enforcer daemon at {SOCKET} speaks {:?}, this enforcer reads {:?}; run the enforcer binary of the same version as the daemon",
+            "the enforcer daemon at {EVENT_SOCKET} speaks {:?}, this enforcer reads {:?}; run the enforcer binary of the same version as the daemon",
             String::from_utf8_lossy(&line).trim_end(),
             expected.trim_end()
         );

@@ -1,6 +1,6 @@
 //! Exit codes and the errors that carry them: one code per kind of failure, so scripts can tell
 //! them apart, and one place that maps an error chain to its code.
-use crate::{cgroup, container, loader, policy};
+use crate::{bpf, cgroup, container, policy};
 
 /// Exit codes, one per kind of failure, so scripts can tell them apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,7 +135,7 @@ impl ExitError {
 }
 
 pub fn exit_code(err: &anyhow::Error) -> Exit {
-    use loader::LoaderError as L;
+    use bpf::LoaderError as L;
     for cause in err.chain() {
         if let Some(err) = cause.downcast_ref::<ExitError>() {
             return err.code;

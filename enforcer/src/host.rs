@@ -3,14 +3,10 @@
 //! Read in one place, so that every command parses them the same way.
 use std::{fs, io, path::Path};
 
-/// Where securityfs belongs; the active LSM list and the lockdown mode live in it.
-pub const SECURITYFS: &str = "/sys/kernel/security";
+use crate::paths::SECURITYFS;
+
 /// `statfs` magic of securityfs.
 pub const SECURITYFS_MAGIC: i64 = 0x7363_6673;
-/// Where the bpf filesystem belongs.
-pub const BPF_FS: &str = "/sys/fs/bpf";
-/// `statfs` magic of the bpf filesystem.
-pub const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 const MOUNTINFO: &str = "/proc/self/mountinfo";
 const OSRELEASE: &str = "/proc/sys/kernel/osrelease";
 

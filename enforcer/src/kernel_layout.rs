@@ -14,17 +14,15 @@ use std::{fs, path::Path};
 use enforcer_common::KernelLayout;
 use thiserror::Error;
 
-const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+use crate::paths::KERNEL_BTF;
 
 #[derive(Debug, Error)]
 pub enum LayoutError {
+    /// The cause stays in the message, not as the error's source, so that the fix ends the line.
     #[error(
-        "cannot read the kernel's BTF at {path}: {source}; enforcer needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"
+        "cannot read the kernel's BTF at {path}: {cause}; enforcer needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"
     )]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, cause: std::io::Error },
     #[error("the kernel's BTF is malformed: {0}")]
     Malformed(&'static str),
     #[error("the kernel's BTF has no field {0}; this kernel is not supported")]
@@ -33,13 +31,13 @@ pub enum LayoutError {
 
 /// Reads the running kernel's BTF and finds every offset of [`KernelLayout`].
 pub fn from_sys_fs() -> Result<KernelLayout, LayoutError> {
-    from_file(Path::new(VMLINUX))
+    from_file(Path::new(KERNEL_BTF))
 }
 
 fn from_file(path: &Path) -> Result<KernelLayout, LayoutError> {
-    let data = fs::read(path).map_err(|source| LayoutError::Read {
+    let data = fs::read(path).map_err(|cause| LayoutError::Read {
         path: path.display().to_string(),
-        source,
+        cause,
     })?;
     let btf = Btf::parse(&data)?;
     let field = |path: &str| btf.offset_of(path);
@@ -219,7 +217,7 @@ impl<'a> Btf<'a> {
             let ty = self.get(id)?;
             match ty.kind {
                 KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
-                    id = ty.size_or_type
+                    id = ty.size_or_type;
                 }
                 _ => return Ok(ty),
             }
@@ -327,15 +325,26 @@ impl<'a> Btf<'a> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_read_error_names_its_cause_once_and_ends_with_the_fix() {
+        let err = LayoutError::Read {
+            path: "/x".into(),
+            cause: std::io::Error::other("boom"),
+        };
+        let printed = format!("{:#}", anyhow::Error::from(err));
+        assert_eq!(printed.matches("boom").count(), 1, "{printed}");
+        assert!(printed.ends_with("CONFIG_DEBUG_INFO_BTF=y"), "{printed}");
+    }
+
     /// The running kernel's BTF, when there is one (the development hosts and CI have it).
     fn host_btf() -> Option<Vec<u8>> {
-        fs::read(VMLINUX).ok()
+        fs::read(KERNEL_BTF).ok()
     }
 
     #[test]
     fn finds_every_field_in_the_host_kernel() {
         if host_btf().is_none() {
-            eprintln!("skipped: no {VMLINUX}");
+            eprintln!("skipped: no {KERNEL_BTF}");
             return;
         }
         let layout = from_sys_fs().expect("layout");

@@ -1,4 +1,5 @@
 //! `enforcer`: per-container syscall policy enforcer on BPF LSM.
+mod bpf;
 mod cgroup;
 mod check;
 mod cli;
@@ -9,10 +10,9 @@ mod error;
 mod events;
 mod host;
 mod kernel_layout;
-mod loader;
 mod ops;
+mod paths;
 mod policy;
-mod protect;
 mod refusal;
 mod signals;
 mod store;
@@ -23,33 +23,39 @@ use std::process::ExitCode;
 use clap::FromArgMatches;
 
 use crate::{
+    bpf::Bpf,
     cli::{Cli, Command, command},
     error::{Exit, exit_code},
 };
 
 fn main() -> ExitCode {
     let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|err| err.exit());
-    if let Err(err) = test_overrides(cli.bpf_object.as_deref(), cli.test_layout) {
-        eprintln!("enforcer: {err}");
-        return ExitCode::from(Exit::Failure as u8);
-    }
+    let bpf = match bpf_of(&cli) {
+        Ok(bpf) => bpf,
+        Err(err) => {
+            eprintln!("enforcer: {:#}", anyhow::Error::from(err));
+            return ExitCode::from(Exit::Failure as u8);
+        }
+    };
     let result = match cli.command {
-        Command::Attach(args) => cmd::attach::run(args),
-        Command::Detach(args) => cmd::detach::run(args),
-        Command::List(args) => cmd::list::run(args),
-        Command::Tail(args) => cmd::tail::run(args),
-        Command::Record(args) => cmd::record::run(args),
-        Command::Daemon(args) => cmd::daemon::run(args),
-        Command::Reset => reset(),
-        Command::Check(args) => cmd::check::run(args),
+        Command::Attach(args) => cmd::attach::run(args, bpf),
+        Command::Detach(args) => cmd::detach::run(args, bpf),
+        Command::List(args) => cmd::list::run(args, bpf),
+        Command::Tail(args) => cmd::tail::run(args, bpf),
+        Command::Record(args) => cmd::record::run(args, bpf),
+        Command::Daemon(args) => cmd::daemon::run(args, bpf),
+        Command::Reset => reset(bpf),
+        Command::Check(args) => cmd::check::run(args, bpf),
         Command::CheckChild(args) => cmd::check::child(args),
-        Command::Apply(args) => cmd::apply::run(args),
-        Command::Debug(args) => cmd::debug::run(args),
-        Command::Version => cmd::meta::version(),
+        Command::Apply(args) => cmd::apply::run(args, bpf),
+        Command::Debug(args) => cmd::debug::run(args, bpf),
+        Command::Version => cmd::meta::version(bpf),
         Command::Completion(args) => cmd::meta::completion(args, command()),
         Command::Man(args) => cmd::meta::man(args, command()),
-        Command::BenchEvents { mode } => bench_events(&mode),
-        Command::BenchEmpty { hook } => loader::attach_empty(&hook)
+        #[cfg(feature = "testing")]
+        Command::BenchEvents { mode } => bench_events(bpf, mode),
+        #[cfg(feature = "testing")]
+        Command::BenchEmpty { hook } => bpf::bench::attach_empty(&bpf, &hook)
             .map(|path| {
                 println!("pinned {}", path.display());
             })
@@ -65,25 +71,30 @@ fn main() -> ExitCode {
     }
 }
 
-/// The hidden test options (see [`Cli`]).
-fn test_overrides(
-    object: Option<&std::path::Path>,
-    layout: Option<u32>,
-) -> Result<(), loader::LoaderError> {
-    if let Some(path) = object {
-        loader::use_object_file(path)?;
-    }
-    if let Some(version) = layout {
-        loader::pretend_layout(version)?;
-    }
-    Ok(())
+/// The BPF object and map ABI every command uses: the shipped ones, or (feature `testing`) the
+/// hidden test options' (see [`Cli`]).
+#[cfg(not(feature = "testing"))]
+fn bpf_of(_cli: &Cli) -> Result<Bpf, bpf::LoaderError> {
+    Ok(Bpf::shipped())
 }
 
-fn reset() -> anyhow::Result<()> {
-    let lock = loader::lock()?;
-    let removed = loader::reset(&lock)?;
-    // The directory of the layouts too, when nothing else (another layout scheme) is in it.
-    let _ = std::fs::remove_dir(loader::PIN_BASE);
+#[cfg(feature = "testing")]
+fn bpf_of(cli: &Cli) -> Result<Bpf, bpf::LoaderError> {
+    let bpf = match &cli.bpf_object {
+        Some(path) => Bpf::from_object_file(path)?,
+        None => Bpf::shipped(),
+    };
+    match cli.test_abi {
+        Some(version) => bpf.pretending_abi(version),
+        None => Ok(bpf),
+    }
+}
+
+fn reset(bpf: Bpf) -> anyhow::Result<()> {
+    let lock = bpf.lock()?;
+    let removed = bpf::reset(&lock)?;
+    // The directory of the ABI versions too, when nothing else (another pin scheme) is in it.
+    let _ = std::fs::remove_dir(paths::PIN_BASE);
     if removed {
         println!("removed every enforcer program, map and policy");
     } else {
@@ -92,18 +103,19 @@ fn reset() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn bench_events(mode: &str) -> anyhow::Result<()> {
+#[cfg(feature = "testing")]
+fn bench_events(bpf: Bpf, mode: cli::EventMode) -> anyhow::Result<()> {
     use enforcer_common::config::{BENCH_NO_EVENTS, BENCH_UNLIMITED_BUDGET, BENCH_WAKEUP_EACH};
     let set = match mode {
-        "normal" => 0,
-        "none" => BENCH_NO_EVENTS,
-        "wakeup-each" => BENCH_WAKEUP_EACH,
-        other => anyhow::bail!("unknown event mode {other}; use normal, none or wakeup-each"),
+        cli::EventMode::Normal => 0,
+        cli::EventMode::None => BENCH_NO_EVENTS,
+        cli::EventMode::WakeupEach => BENCH_WAKEUP_EACH,
     };
-    let lock = loader::lock()?;
+    let lock = bpf.lock()?;
     // The benches measure the event path, which a budget that ran out would skip.
     let set = set | BENCH_UNLIMITED_BUDGET;
-    loader::update_config(&lock, set, (BENCH_NO_EVENTS | BENCH_WAKEUP_EACH) & !set)?;
-    println!("event mode {mode}");
+    bpf::update_config(&lock, set, (BENCH_NO_EVENTS | BENCH_WAKEUP_EACH) & !set)?;
+    let name = clap::ValueEnum::to_possible_value(&mode).expect("no variant is skipped");
+    println!("event mode {}", name.get_name());
     Ok(())
 }

@@ -5,11 +5,11 @@
 use anyhow::Result;
 use enforcer_common::{Counters, Policy};
 
-use crate::{cgroup, loader, policy};
+use crate::{bpf, cgroup, policy};
 
-/// Sets `new_policy` on `target` in the installed maps, replacing any policy it had. The caller holds the [`loader::StateLock`].
+/// Sets `new_policy` on `target` in the installed maps, replacing any policy it had. The caller holds the [`bpf::StateLock`].
 pub fn set_policy(
-    maps: &mut loader::PolicyMaps,
+    maps: &mut bpf::PolicyMaps,
     target: &cgroup::Cgroup,
     new_policy: Policy,
 ) -> Result<()> {
@@ -32,7 +32,7 @@ pub fn set_policy(
     }
     maps.policies.insert(target.id, new_policy, 0)?;
     maps.write_index(&index_updates)?;
-    loader::sync_syscall_layer(maps)?;
+    bpf::sync_syscall_layer(maps)?;
     clear_setup_entries(maps, target)?;
     Ok(())
 }
@@ -41,7 +41,7 @@ pub fn set_policy(
 /// they were under an earlier policy. Runs after the policy is in force, so a runtime's setup
 /// process that enters later is exempted by the kernel as usual; one that was mid-setup in the
 /// subtree now is subject (its container may fail to start).
-fn clear_setup_entries(maps: &mut loader::PolicyMaps, target: &cgroup::Cgroup) -> Result<()> {
+fn clear_setup_entries(maps: &mut bpf::PolicyMaps, target: &cgroup::Cgroup) -> Result<()> {
     let inside: std::collections::HashSet<u32> =
         cgroup::processes_below(target)?.into_iter().collect();
     let stale: Vec<_> = maps
@@ -58,8 +58,8 @@ fn clear_setup_entries(maps: &mut loader::PolicyMaps, target: &cgroup::Cgroup) -
 }
 
 /// Removes the policy of cgroup `id`, which must have one. The
-/// caller holds the [`loader::StateLock`].
-pub fn remove_policy(maps: &mut loader::PolicyMaps, id: u64) -> Result<()> {
+/// caller holds the [`bpf::StateLock`].
+pub fn remove_policy(maps: &mut bpf::PolicyMaps, id: u64) -> Result<()> {
     // The policy goes first, then its index bit, then its counters: the reverse of attach.
     maps.policies.remove(&id)?;
     let remaining: Vec<(u64, u32)> = maps
@@ -70,6 +70,6 @@ pub fn remove_policy(maps: &mut loader::PolicyMaps, id: u64) -> Result<()> {
     let updates = policy::index_updates(&maps.current_index()?, &remaining)?;
     maps.write_index(&updates)?;
     let _ = maps.counters.remove(&id);
-    loader::sync_syscall_layer(maps)?;
+    bpf::sync_syscall_layer(maps)?;
     Ok(())
 }

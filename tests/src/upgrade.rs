@@ -3,7 +3,7 @@
 //! The second build is the same `enforcer` binary run with the hidden `--bpf-object`, loading the
 //! BPF object `cargo xtask test` built with the `upgrade-test-variant` feature (`ENFORCER_NEXT_BPF`):
 //! its `capable` program has one more, never true, comparison, so that program's tag differs while
-//! every decision stays the same. The layout change is the hidden `--test-layout 2`: this build
+//! every decision stays the same. The map ABI change is the hidden `--test-abi 2`: this build
 //! acting as map layout v2 finds the v1 pins and migrates them with the real v1 reader.
 //!
 //! Each test leaves nothing pinned (`enforcer reset` on the way out, whatever happened).
@@ -473,7 +473,7 @@ fn a_daemon_of_the_new_build_upgrades_at_start_and_reads_on_across_a_replacement
 fn a_layout_change_is_migrated_without_a_gap() {
     let _reset = ResetOnDrop;
     let _one_cpu = OneCpu::new();
-    let v2 = ["--test-layout", "2"];
+    let v2 = ["--test-abi", "2"];
     let denied = Cgroup::new("up-mig-denied");
     let audited = Cgroup::new("up-mig-audited");
     let added = Cgroup::new("up-mig-added");

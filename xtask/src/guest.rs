@@ -20,6 +20,8 @@ const VARIANT_FEATURE: &str = "upgrade-test-variant";
 /// guest; the bench driver loads it with `enforcer --bpf-object`. The shipped object has neither.
 pub const BENCH_BPF_GUEST_PATH: &str = "lib/enforcer-bench.bpf.o";
 const BENCH_FEATURE: &str = "bench";
+/// The `[[bin]]` name of the BPF object in `enforcer-ebpf/Cargo.toml`.
+const BPF_OBJECT_NAME: &str = "enforcer-bpf";
 
 /// The binaries the VM runs.
 #[derive(Clone, Debug)]
@@ -61,10 +63,16 @@ impl GuestBins {
     }
 }
 
+/// The enforcer feature that adds the hidden test options and bench commands (`--bpf-object`,
+/// `--test-abi`, `bench-events`, `bench-empty`) the VM tests and benches use. The shipped binary
+/// has none of them.
+const TESTING_FEATURE: &str = "enforcer/testing";
+
 /// Builds the guest binaries, or takes them from `$ENFORCER_GUEST_BINS` (a directory holding
 /// `enforcer`, `probe`, `bench` and `vmtests`, and optionally `enforcer-next.bpf.o`; for testing
-/// the harness itself).
-pub fn build() -> Result<GuestBins> {
+/// the harness itself). With `testing`, the guest `enforcer` has the test-only options (VM tests
+/// and benches); without, it is the shipped binary (the demo).
+pub fn build(testing: bool) -> Result<GuestBins> {
     if let Some(dir) = env::var_os("ENFORCER_GUEST_BINS").filter(|d| !d.is_empty()) {
         let dir = PathBuf::from(dir);
         eprintln!(
@@ -93,6 +101,9 @@ pub fn build() -> Result<GuestBins> {
             "--bin",
             "bench",
         ]);
+    if testing {
+        bins.args(["--features", TESTING_FEATURE]);
+    }
     let (built, enforcer_out_dir) = cargo_json(bins)?;
     let exe = |name: &str| {
         built
@@ -191,10 +202,10 @@ fn build_bpf_object(enforcer_out_dir: Option<&Path>, feature: &str, name: &str) 
     let (built, _) = run_json(c)?;
     let object = built
         .iter()
-        .find(|a| a.name == "enforcer")
+        .find(|a| a.name == BPF_OBJECT_NAME)
         .map(|a| a.executable.clone())
         .with_context(|| {
-            format!("cargo built no `enforcer` BPF object with the {feature} feature")
+            format!("cargo built no `{BPF_OBJECT_NAME}` BPF object with the {feature} feature")
         })?;
     let out = workspace_root().join(format!("target/vm/{name}.bpf.o"));
     std::fs::create_dir_all(out.parent().expect("has a parent"))?;

@@ -91,7 +91,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::BuildGuest => {
             toolchain::bootstrap()?;
-            let bins = guest::build()?;
+            let bins = guest::build(true)?;
             for (guest_path, host) in bins.initramfs_entries() {
                 println!("/{guest_path}: {}", host.display());
             }
@@ -112,7 +112,8 @@ fn prepare_vm(mode: &str) -> Result<PathBuf> {
 /// [`prepare_vm`], also returning the guest binaries.
 fn prepare_vm_bins(mode: &str) -> Result<(PathBuf, guest::GuestBins)> {
     sysdeps::ensure_packages(sysdeps::VM_PACKAGES)?;
-    let bins = guest::build()?;
+    // The demo runs the shipped binary; tests and benches need its test-only options.
+    let bins = guest::build(mode != "demo")?;
     let initrd = workspace_root().join(format!("target/vm/initramfs-{mode}.cpio"));
     let mut entries = bins.initramfs_entries();
     // The runtime tests' runc and crun with their libraries (test boots only: the image grows

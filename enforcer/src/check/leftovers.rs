@@ -14,8 +14,9 @@ use nix::mount::{MntFlags, umount2};
 
 use super::{remove_policy, selftest::Made};
 use crate::{
-    host::{self, BPF_FS, BPF_FS_MAGIC, SECURITYFS, SECURITYFS_MAGIC},
-    loader,
+    bpf,
+    host::{self, SECURITYFS_MAGIC},
+    paths::{self, BPF_FS, BPF_FS_MAGIC, SECURITYFS},
 };
 
 const KEYCTL_INVALIDATE: libc::c_long = 21;
@@ -37,10 +38,10 @@ impl Mounted {
     }
 
     /// Removes the pin directories that hold no pin, then unmounts the bpffs `check` mounted if
-    /// nothing else is in it. The caller holds the [`loader::StateLock`], so no `attach` is
+    /// nothing else is in it. The caller holds the [`bpf::StateLock`], so no `attach` is
     /// between creating a directory and pinning into it.
-    pub(super) fn restore_bpffs(&self, _lock: &loader::StateLock) {
-        let _ = remove_empty_dirs(Path::new(loader::PIN_BASE));
+    pub(super) fn restore_bpffs(&self, _lock: &bpf::StateLock) {
+        let _ = remove_empty_dirs(Path::new(paths::PIN_BASE));
         if !self.bpffs
             && host::is_filesystem(BPF_FS, BPF_FS_MAGIC)
             && holds_nothing(Path::new(BPF_FS))
@@ -79,7 +80,7 @@ fn holds_nothing(dir: &Path) -> bool {
 
 /// Removes what an earlier `check` that was killed left: `enforcer-check-<pid>` cgroups of
 /// processes that are gone, with their policies.
-pub(super) fn remove_stale(root: &Path, maps: &mut loader::PolicyMaps) {
+pub(super) fn remove_stale(root: &Path, maps: &mut bpf::PolicyMaps) {
     let Ok(entries) = fs::read_dir(root) else {
         return;
     };
@@ -108,7 +109,7 @@ pub(super) fn remove_stale(root: &Path, maps: &mut loader::PolicyMaps) {
 /// Undoes everything in `made`; returns notes for the output and problems (what could not be
 /// undone, with the command that does it).
 pub(super) fn clean_up(
-    lock: &loader::StateLock,
+    lock: &bpf::StateLock,
     made: Made,
     installed_before: bool,
 ) -> (Vec<String>, Vec<String>) {
@@ -157,7 +158,7 @@ pub(super) fn clean_up(
         match maps.policies() {
             Ok(policies) if policies.is_empty() => {
                 drop(maps);
-                match loader::reset(lock) {
+                match bpf::reset(lock) {
                     Ok(_) => notes.push(
                         "removed the programs again (check had installed them, and no policy uses them)"
                             .to_owned(),

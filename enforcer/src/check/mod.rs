@@ -18,7 +18,7 @@ mod selftest;
 
 // The policy store, borrowed from the two commands that write it until it has a room of its own.
 use crate::store::{remove_policy, set_policy};
-use crate::{cgroup, host, loader};
+use crate::{bpf, cgroup, host};
 
 /// What each check is about, in the order they run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,7 +133,7 @@ impl Report {
 /// Runs every check, handing each to `show` as soon as it is made (the self-test takes seconds),
 /// and leaves the machine as it found it. The caller holds back termination signals: the
 /// self-test sets a policy and may install the programs.
-pub fn run(mut show: impl FnMut(&Check)) -> Report {
+pub fn run(bpf: bpf::Bpf, mut show: impl FnMut(&Check)) -> Report {
     // What the checks below mount on their way is unmounted again at the end.
     let mounted = leftovers::Mounted::now();
     let mut checks: Vec<Check> = Vec::new();
@@ -176,7 +176,7 @@ pub fn run(mut show: impl FnMut(&Check)) -> Report {
             "not run: no cgroup v2 mount",
             err.to_string(),
         ),
-        (true, Ok(root)) => selftest::run(&root, &mounted),
+        (true, Ok(root)) => selftest::run(bpf, &root, &mounted),
     });
 
     let lsm_works = checks.iter().all(|check| check.status != Status::Fail);
@@ -186,7 +186,7 @@ pub fn run(mut show: impl FnMut(&Check)) -> Report {
     let tamper = tamper(lsm_works);
     show(&tamper);
     checks.push(tamper);
-    let mode = mode(lsm_works, privileged, bpf_active);
+    let mode = mode(bpf, lsm_works, privileged, bpf_active);
     show(&mode);
     checks.push(mode);
     mounted.restore_securityfs();
@@ -211,7 +211,7 @@ fn tamper(lsm_works: bool) -> Check {
 
 /// Which mode this host gets: the BPF LSM layer when every check above passed, else the syscall
 /// layer alone when its programs load and attach here, else none.
-fn mode(lsm_works: bool, privileged: bool, bpf_active: bool) -> Check {
+fn mode(bpf: bpf::Bpf, lsm_works: bool, privileged: bool, bpf_active: bool) -> Check {
     if lsm_works {
         return Check::ok(
             Name::Mode,
@@ -225,7 +225,7 @@ fn mode(lsm_works: bool, privileged: bool, bpf_active: bool) -> Check {
             "fix the privileges line first",
         );
     }
-    match loader::probe_syscall_layer() {
+    match bpf.probe_syscall_layer() {
         Ok(()) => Check::warn(
             Name::Mode,
             "syscall layer only: BPF LSM is unavailable here, but the sys_enter/sys_exit programs load and attach: `enforcer attach --layer syscall --audit OPS|--kill OPS` works (no deny: a tracepoint cannot change a call's result)",

@@ -6,7 +6,10 @@ use std::{fs, io, path::Path};
 use enforcer_common::syscalls;
 
 use super::{Check, Name};
-use crate::host::{self, BPF_FS, BPF_FS_MAGIC};
+use crate::{
+    host,
+    paths::{BPF_FS, BPF_FS_MAGIC},
+};
 
 const BTF: &str = "/sys/kernel/btf/vmlinux";
 const CGROUP_UNIFIED: &str = "/sys/fs/cgroup";

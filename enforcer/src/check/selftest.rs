@@ -18,16 +18,17 @@ use super::{
     leftovers, set_policy,
 };
 use crate::{
+    bpf::{self, LoaderError},
     cgroup::{self, CgroupError},
     kernel_layout::LayoutError,
-    loader::{self, LoaderError},
     policy::{self, PolicyError},
 };
 
 /// Why the self-test could not confirm enforcement.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum Failure {
-    #[error(transparent)]
+    /// With its causes: the check line is the whole story, and the last cause names the fix.
+    #[error("{}", .0.with_causes())]
     Loader(#[from] LoaderError),
     #[error("cannot create the throwaway cgroup {}: {cause}", dir.display())]
     CgroupDir {
@@ -96,12 +97,12 @@ fn loader_fix(err: &LoaderError) -> String {
         LoaderError::LsmRefused(_, refusal) => refusal.fix(),
         LoaderError::MissingHook { .. } | LoaderError::Rejected { .. } => SEE.to_owned(),
         LoaderError::NotInstalled(_) => "start with `enforcer attach`".to_owned(),
-        LoaderError::NewerLayout { .. } => "run the newer enforcer, or `enforcer reset` to remove every program and policy and start over".to_owned(),
-        LoaderError::OlderLayout { .. } => "run `enforcer check`, `enforcer attach` or `enforcer daemon` of this enforcer to migrate them (policies and counters are carried over)".to_owned(),
-        LoaderError::UnknownLayout { .. } => {
+        LoaderError::NewerAbi { .. } => "run the newer enforcer, or `enforcer reset` to remove every program and policy and start over".to_owned(),
+        LoaderError::OlderAbi { .. } => "run `enforcer check`, `enforcer attach` or `enforcer daemon` of this enforcer to migrate them (policies and counters are carried over)".to_owned(),
+        LoaderError::UnknownAbi { .. } => {
             "run `enforcer reset` to remove every program and policy and start over".to_owned()
         }
-        LoaderError::LayoutMismatch { .. } => {
+        LoaderError::AbiMismatch { .. } => {
             "run `enforcer reset` (every policy is removed) and attach again".to_owned()
         }
         // The upgrade is finished by running again; what stopped it names its own fix.
@@ -169,7 +170,7 @@ pub(super) fn operations() -> impl Iterator<Item = Operation> {
 /// What the self-test made, so that everything is removed again whatever happened.
 #[derive(Default)]
 pub(super) struct Made {
-    pub maps: Option<loader::PolicyMaps>,
+    pub maps: Option<bpf::PolicyMaps>,
     pub cgroup_dir: Option<PathBuf>,
     /// Cgroup id whose policy the self-test set.
     pub attached: Option<u64>,
@@ -179,15 +180,15 @@ pub(super) struct Made {
 }
 
 /// The self-test's line.
-pub(super) fn run(root: &Path, mounted: &leftovers::Mounted) -> Check {
-    let lock = match loader::lock() {
+pub(super) fn run(bpf: bpf::Bpf, root: &Path, mounted: &leftovers::Mounted) -> Check {
+    let lock = match bpf.lock() {
         Ok(lock) => lock,
         Err(err) => {
             let failure = Failure::from(err);
             return Check::fail(Name::SelfTest, failure.to_string(), failure.fix());
         }
     };
-    let installed_before = loader::installed();
+    let installed_before = bpf.programs_pinned();
     let mut made = Made::default();
     let result = confirm_enforcement(&lock, root, &mut made);
     let (notes, problems) = leftovers::clean_up(&lock, made, installed_before);
@@ -211,11 +212,11 @@ pub(super) fn run(root: &Path, mounted: &leftovers::Mounted) -> Check {
 /// Installs the programs if needed, sets a deny-all policy on a throwaway cgroup, lets a child
 /// try every operation from inside it and reads the counters. Records what it made in `made`.
 fn confirm_enforcement(
-    lock: &loader::StateLock,
+    lock: &bpf::StateLock,
     root: &Path,
     made: &mut Made,
 ) -> Result<String, Failure> {
-    let maps = made.maps.insert(loader::install(lock)?);
+    let maps = made.maps.insert(bpf::install_programs(lock)?);
     leftovers::remove_stale(root, maps);
 
     let pid = process::id();
@@ -317,7 +318,7 @@ fn errno_names(list: &[i32]) -> String {
 }
 
 /// Totals over every CPU of one cgroup's counters (zero when it has none).
-fn counters(maps: &loader::PolicyMaps, id: u64) -> Counters {
+fn counters(maps: &bpf::PolicyMaps, id: u64) -> Counters {
     let mut totals = Counters::default();
     if let Ok(per_cpu) = maps.counters.get(&id, 0) {
         for cpu in per_cpu.iter() {
@@ -383,22 +384,22 @@ mod tests {
             LoaderError::LsmInactive("lockdown,capability".to_owned()),
             LoaderError::LsmRefused("settime", Refusal::LsmListUnknown),
             LoaderError::NotInstalled(dir.clone()),
-            LoaderError::NewerLayout {
+            LoaderError::NewerAbi {
                 dir: dir.clone(),
                 found: 3,
                 ours: 2,
             },
-            LoaderError::OlderLayout {
+            LoaderError::OlderAbi {
                 dir: dir.clone(),
                 found: 1,
                 ours: 2,
             },
-            LoaderError::UnknownLayout {
+            LoaderError::UnknownAbi {
                 dir: dir.clone(),
                 found: 0,
                 known: "v1".to_owned(),
             },
-            LoaderError::LayoutMismatch {
+            LoaderError::AbiMismatch {
                 dir,
                 detail: "POLICIES: value size 40, not 48".to_owned(),
             },
@@ -414,8 +415,9 @@ mod tests {
         for err in &errors {
             let fix = loader_fix(err);
             assert!(
-                err.to_string().ends_with(&fix),
-                "the message does not end with the fix {fix:?}: {err}"
+                err.with_causes().ends_with(&fix),
+                "the message does not end with the fix {fix:?}: {}",
+                err.with_causes()
             );
         }
     }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use crate::{
+    bpf::Bpf,
     cgroup,
     daemon::control,
     ops::{self, Desired},
@@ -27,7 +28,7 @@ pub struct Args {
     pub prune: bool,
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(args: Args, bpf: Bpf) -> Result<()> {
     let desired = validate(&args)?;
     // With a daemon up, it plans and makes the changes (and logs them).
     if control::forward(&control::Request::Apply {
@@ -45,6 +46,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let mut out = String::new();
     let result = ops::apply(
+        bpf,
         &desired,
         args.dry_run,
         args.prune,

@@ -3,6 +3,7 @@ use anyhow::Result;
 use enforcer_common::Action;
 
 use crate::{
+    bpf::Bpf,
     cgroup, container,
     daemon::control,
     ops,
@@ -40,7 +41,7 @@ pub struct Args {
     pub arm: Option<policy::Arm>,
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(args: Args, bpf: Bpf) -> Result<()> {
     // Everything the user typed is checked before any state changes.
     let target = match (&args.cgroup, &args.container) {
         (_, Some(id)) => container::resolve(id)?,
@@ -83,7 +84,7 @@ pub fn run(args: Args) -> Result<()> {
     })? {
         return Ok(());
     }
-    ops::attach(&target, new_policy)?;
+    ops::attach(bpf, &target, new_policy)?;
     print!("{}", ops::attach_report(&target, &new_policy));
     Ok(())
 }

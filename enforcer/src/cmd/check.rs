@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
 use crate::{
+    bpf::Bpf,
     check::{self, Check},
     error::ExitError,
     signals,
@@ -33,11 +34,11 @@ pub struct ChildArgs {
     key: String,
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(args: Args, bpf: Bpf) -> Result<()> {
     // The self-test sets a policy and may install the programs: a Ctrl-C, SIGTERM or SIGHUP waits
     // until everything it made is removed again.
     let held = signals::Held::new().context("cannot hold back termination signals")?;
-    let report = check::run(|check| {
+    let report = check::run(bpf, |check| {
         if !args.json {
             println!("{}", line(check));
         }

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 use anyhow::{Context, Result};
 
-use crate::{daemon, loader};
+use crate::{bpf, daemon};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -18,16 +18,16 @@ pub struct Args {
     pub metrics: Option<SocketAddr>,
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(args: Args, bpf: bpf::Bpf) -> Result<()> {
     // First, so that a second daemon changes nothing at all.
     let _instance = daemon::lock_instance()?;
     let installed = {
-        let lock = loader::lock()?;
-        loader::install_reporting(&lock)?.1
+        let lock = bpf.lock()?;
+        bpf::install_programs_with_outcome(&lock)?.1
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(daemon::agent::serve(args.metrics, installed))
+    runtime.block_on(daemon::agent::serve(bpf, args.metrics, installed))
 }

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use aya::{maps::MapInfo, programs::ProgramInfo};
 use enforcer_common::config;
 
-use crate::loader;
+use crate::bpf;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -29,17 +29,17 @@ pub enum What {
     Follow,
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(args: Args, bpf: bpf::Bpf) -> Result<()> {
     match args.what {
-        What::On => switch(config::DEBUG_LOG, 0, "on"),
-        What::Off => switch(0, config::DEBUG_LOG, "off"),
-        What::Follow => follow(),
+        What::On => switch(bpf, config::DEBUG_LOG, 0, "on"),
+        What::Off => switch(bpf, 0, config::DEBUG_LOG, "off"),
+        What::Follow => follow(bpf),
     }
 }
 
-fn switch(set: u32, clear: u32, word: &str) -> Result<()> {
-    let lock = loader::lock()?;
-    loader::update_config(&lock, set, clear)?;
+fn switch(bpf: bpf::Bpf, set: u32, clear: u32, word: &str) -> Result<()> {
+    let lock = bpf.lock()?;
+    bpf::update_config(&lock, set, clear)?;
     println!("kernel debug logs {word}");
     Ok(())
 }
@@ -59,7 +59,7 @@ impl log::Log for Stderr {
     fn flush(&self) {}
 }
 
-fn follow() -> Result<()> {
+fn follow(bpf: bpf::Bpf) -> Result<()> {
     // Programs loaded together share one log buffer; each load (the LSM programs, the syscall
     // layer attached later by another command, an upgrade) has its own. Every one is followed,
     // once, looking again each second for programs loaded since.
@@ -69,7 +69,7 @@ fn follow() -> Result<()> {
     let mut scanned: Option<Instant> = None;
     loop {
         if scanned.is_none_or(|at| at.elapsed() >= RESCAN) {
-            let programs = our_programs();
+            let programs = our_programs(bpf);
             if programs.is_empty() && scanned.is_none() {
                 anyhow::bail!("no enforcer program is loaded; start with `enforcer attach`");
             }
@@ -110,8 +110,8 @@ const RESCAN: Duration = Duration::from_secs(1);
 
 /// The loaded programs that use this enforcer's pinned maps: found by map, not by name, because
 /// other tools load programs called `sys_enter` too.
-fn our_programs() -> Vec<ProgramInfo> {
-    let maps_dir = loader::pin_dir().join("maps");
+fn our_programs(bpf: bpf::Bpf) -> Vec<ProgramInfo> {
+    let maps_dir = bpf.pin_dir().join("maps");
     let ours: HashSet<u32> = fs::read_dir(&maps_dir)
         .into_iter()
         .flatten()

@@ -1,7 +1,7 @@
 //! `enforcer detach`: remove the policy of one cgroup, through the daemon or here.
 use anyhow::Result;
 
-use crate::{cgroup, daemon::control, ops};
+use crate::{bpf::Bpf, cgroup, daemon::control, ops};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -10,7 +10,7 @@ pub struct Args {
     pub cgroup: String,
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(args: Args, bpf: Bpf) -> Result<()> {
     // A numeric id may name a cgroup that is gone already; its policy can still be removed. A
     // path is resolved before any state is touched, as `attach` does.
     let (id, shown) = match args.cgroup.parse::<u64>() {
@@ -26,7 +26,7 @@ pub fn run(args: Args) -> Result<()> {
     })? {
         return Ok(());
     }
-    ops::detach(id, &shown)?;
+    ops::detach(bpf, id, &shown)?;
     print!("{}", ops::detach_report(&shown));
     Ok(())
 }

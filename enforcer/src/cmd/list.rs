@@ -1,7 +1,7 @@
 //! `enforcer list`: what is enforced now, with per-operation counters.
 use anyhow::Result;
 
-use crate::{daemon::control, ops};
+use crate::{bpf::Bpf, daemon::control, ops};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -10,10 +10,10 @@ pub struct Args {
     pub json: bool,
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(args: Args, bpf: Bpf) -> Result<()> {
     if control::forward(&control::Request::List { json: args.json })? {
         return Ok(());
     }
-    print!("{}", ops::list(args.json)?);
+    print!("{}", ops::list(bpf, args.json)?);
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use crate::loader;
+use crate::bpf::Bpf;
 
 /// `enforcer completion <SHELL>`.
 #[derive(clap::Args)]
@@ -101,19 +101,19 @@ fn public(command: clap::Command) -> clap::Command {
 pub const COMMIT: &str = env!("ENFORCER_GIT_COMMIT");
 
 /// `enforcer version`: this binary, its BPF object, and what is pinned on this node.
-pub fn version() -> Result<()> {
-    print!("{}", version_text(pinned()));
+pub fn version(bpf: Bpf) -> Result<()> {
+    print!("{}", version_text(bpf.build(), pinned(bpf)));
     Ok(())
 }
 
 /// The build whose programs are pinned here, in words.
-fn pinned() -> String {
+fn pinned(bpf: Bpf) -> String {
     if !nix::unistd::geteuid().is_root() {
         return "unknown (reading the pins needs root)".to_owned();
     }
-    let dir = loader::pin_dir();
+    let dir = bpf.pin_dir();
     let maps = fs::read_dir(dir.join("maps")).is_ok_and(|mut maps| maps.next().is_some());
-    match loader::pinned_build() {
+    match bpf.pinned_build() {
         Some(build) => format!("build {build:016x} (under {})", dir.display()),
         // The LSM programs record their build; the syscall layer's alone record none.
         None if maps => format!("no LSM programs (maps pinned under {})", dir.display()),
@@ -121,11 +121,11 @@ fn pinned() -> String {
     }
 }
 
-fn version_text(pinned: String) -> String {
+fn version_text(build: u64, pinned: String) -> String {
     format!(
         "enforcer {}\ncommit      {COMMIT}\nbpf object  build {:016x}\npinned      {pinned}\n",
         env!("CARGO_PKG_VERSION"),
-        loader::this_build()
+        build
     )
 }
 
@@ -135,13 +135,10 @@ mod tests {
 
     #[test]
     fn version_names_the_commit_and_both_builds() {
-        let text = version_text("none".to_owned());
+        let text = version_text(0x1234, "none".to_owned());
         assert!(text.starts_with(&format!("enforcer {}\n", env!("CARGO_PKG_VERSION"))));
         assert!(text.contains(&format!("commit      {COMMIT}\n")), "{text}");
-        assert!(
-            text.contains(&format!("build {:016x}", loader::this_build())),
-            "{text}"
-        );
+        assert!(text.contains(&format!("build {:016x}", 0x1234)), "{text}");
         assert!(text.ends_with("pinned      none\n"), "{text}");
     }
 }

@@ -28,10 +28,10 @@ use enforcer_common::{Action, OPERATIONS, Operation, policy_flags};
 use nix::sys::signal::Signal;
 
 use crate::{
-    cgroup,
+    bpf, cgroup,
     error::ExitError,
     events::{self, Filter, FollowError, Kind, Record, RefusedBy, Sink, Source},
-    loader, policy, signals,
+    policy, signals,
 };
 
 #[derive(clap::Args)]
@@ -59,12 +59,12 @@ pub struct Usage {
     pub failed: u64,
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(args: Args, bpf: bpf::Bpf) -> Result<()> {
     let target = cgroup::resolve(&args.cgroup)?;
     // Held from before the policy is set (and before any thread starts, so every thread holds
     // them): from here on, a Ctrl-C, SIGTERM or SIGHUP waits until the policy is removed.
     let held = signals::Held::new().context("cannot hold back termination signals")?;
-    if let Ok(maps) = loader::open_policy_maps_existing()
+    if let Ok(maps) = bpf.open_policy_maps()
         && maps.policies.get(&target.id, 0).is_ok()
     {
         anyhow::bail!(ExitError::bad_cgroup(format!(
@@ -76,15 +76,16 @@ pub fn run(args: Args) -> Result<()> {
         policy::compile(&[(Action::Audit, policy::every_operation())], target.level)?;
     audit_all.flags |= policy_flags::SYSCALL_LAYER | policy_flags::SYSCALL_ONLY;
     {
-        let lock = loader::lock()?;
-        let mut maps = loader::install_maps(&lock)?;
+        let lock = bpf.lock()?;
+        let mut maps = bpf::install_maps_only(&lock)?;
         crate::store::set_policy(&mut maps, &target, audit_all)?;
     }
     let recording = Recording {
+        bpf,
         id: target.id,
         armed: true,
     };
-    let watched = watch(&target, args.duration, &held);
+    let watched = watch(bpf, &target, args.duration, &held);
     // Removed whatever happened while watching.
     let removed = recording.remove();
     let Watched {
@@ -128,6 +129,7 @@ pub fn run(args: Args) -> Result<()> {
 /// The recording policy while it is set: removed on drop too, so a panic does not leave it (and
 /// the machine-wide syscall layer it attached) behind.
 struct Recording {
+    bpf: bpf::Bpf,
     id: u64,
     armed: bool,
 }
@@ -135,21 +137,21 @@ struct Recording {
 impl Recording {
     fn remove(mut self) -> Result<()> {
         self.armed = false;
-        remove_recording(self.id)
+        remove_recording(self.bpf, self.id)
     }
 }
 
 impl Drop for Recording {
     fn drop(&mut self) {
         if self.armed {
-            let _ = remove_recording(self.id);
+            let _ = remove_recording(self.bpf, self.id);
         }
     }
 }
 
-fn remove_recording(id: u64) -> Result<()> {
-    let _lock = loader::lock()?;
-    let mut maps = loader::open_policy_maps_existing()?;
+fn remove_recording(bpf: bpf::Bpf, id: u64) -> Result<()> {
+    let _lock = bpf.lock()?;
+    let mut maps = bpf.open_policy_maps()?;
     crate::store::remove_policy(&mut maps, id)
 }
 
@@ -164,7 +166,12 @@ struct Watched {
 
 /// Follows the cgroup's events for `duration` on a thread of its own, or until one of the `held`
 /// signals comes. Shows the time left and the calls seen on stderr when it is a terminal.
-fn watch(target: &cgroup::Cgroup, duration: Duration, held: &signals::Held) -> Result<Watched> {
+fn watch(
+    bpf: bpf::Bpf,
+    target: &cgroup::Cgroup,
+    duration: Duration,
+    held: &signals::Held,
+) -> Result<Watched> {
     let calls = Arc::new(AtomicU64::new(0));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let follower = {
@@ -180,7 +187,7 @@ fn watch(target: &cgroup::Cgroup, duration: Duration, held: &signals::Held) -> R
                     .context("cannot start the async runtime")
                     .map_err(FollowError::Failed)
                     .and_then(|runtime| {
-                        runtime.block_on(events::follow(Some(filter), &mut tally, async {
+                        runtime.block_on(events::follow(bpf, Some(filter), &mut tally, async {
                             let _ = stopped.await;
                         }))
                     });
@@ -398,7 +405,7 @@ mod tests {
         assert!(file.contains("    deny: [mount, keyctl]\n"), "{file}");
         assert!(file.contains("    audit: [settime]\n"), "{file}");
         // What it prints is a policy file `apply` reads.
-        let rules = crate::policy::parse_file("suggested.yaml", &file).expect("valid file");
+        let rules = policy::parse_file("suggested.yaml", &file).expect("valid file");
         assert_eq!(rules.len(), 1);
     }
 }

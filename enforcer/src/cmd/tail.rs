@@ -6,6 +6,7 @@
 use anyhow::{Context, Result};
 
 use crate::{
+    bpf::Bpf,
     cgroup,
     events::{self, Filter, FollowError, Output},
 };
@@ -20,7 +21,7 @@ pub struct Args {
     pub json: bool,
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(args: Args, bpf: Bpf) -> Result<()> {
     let filter = args
         .cgroup
         .as_deref()
@@ -35,7 +36,7 @@ pub fn run(args: Args) -> Result<()> {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    match runtime.block_on(events::follow(filter, &mut output, ctrl_c)) {
+    match runtime.block_on(events::follow(bpf, filter, &mut output, ctrl_c)) {
         Ok(()) | Err(FollowError::ReaderGone) => Ok(()),
         Err(FollowError::Failed(err)) => Err(err),
     }

@@ -1,8 +1,8 @@
 //! The node agent behind `enforcer daemon`.
 //!
 //! It is the single consumer of the ring buffer while it runs, writes every event as a JSON line
-//! to stdout, fans the raw events out to any number of readers over [`SOCKET`], carries out
-//! policy changes for the CLI over [`control::SOCKET`] (logging each as a `state` record on
+//! to stdout, fans the raw events out to any number of readers over [`EVENT_SOCKET`], carries out
+//! policy changes for the CLI over [`CONTROL_SOCKET`] (logging each as a `state` record on
 //! stdout), serves Prometheus metrics when asked, and follows the pins as `enforcer reset` and a
 //! later `attach` replace them.
 use std::{fs, io, net::SocketAddr, os::unix::fs::PermissionsExt, sync::Arc, time::Duration};
@@ -15,13 +15,16 @@ use tokio::{
 };
 
 use super::{
-    SOCKET, control,
     control_server::ControlServer,
     fanout::{self, Fanout, READER_QUEUE},
     http,
     metrics::Metrics,
 };
-use crate::{events::consumer::Consumer, loader};
+use crate::{
+    bpf,
+    events::consumer::Consumer,
+    paths::{CONTROL_SOCKET, EVENT_SOCKET},
+};
 
 /// How often the daemon checks that the ring buffer it reads is still the pinned one.
 const PIN_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -30,12 +33,16 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Runs the agent until SIGTERM or SIGINT: consumes the ring buffer, fans events out, serves the
 /// control socket and, at `metrics`, the Prometheus metrics.
-pub async fn serve(metrics_addr: Option<SocketAddr>, installed: loader::Installed) -> Result<()> {
-    let metrics = Arc::new(Metrics::new());
-    let mut events_id = loader::pinned_events_id();
-    let mut build = loader::pinned_build();
+pub async fn serve(
+    bpf: bpf::Bpf,
+    metrics_addr: Option<SocketAddr>,
+    installed: bpf::InstallOutcome,
+) -> Result<()> {
+    let metrics = Arc::new(Metrics::new(bpf));
+    let mut events_id = bpf.pinned_events_id();
+    let mut build = bpf.pinned_build();
     let mut consumer =
-        Some(Consumer::new(loader::open_event_maps()?).context("cannot watch the ring buffer")?);
+        Some(Consumer::new(bpf.open_event_maps()?).context("cannot watch the ring buffer")?);
     let (frames, _) = broadcast::channel(READER_QUEUE);
     let scrapes = match metrics_addr {
         Some(addr) => Some(
@@ -45,11 +52,11 @@ pub async fn serve(metrics_addr: Option<SocketAddr>, installed: loader::Installe
         ),
         None => None,
     };
-    let readers = UnixListener::from_std(bind_socket(SOCKET)?)
-        .with_context(|| format!("cannot listen on {SOCKET}"))?;
+    let readers = UnixListener::from_std(bind_socket(EVENT_SOCKET)?)
+        .with_context(|| format!("cannot listen on {EVENT_SOCKET}"))?;
     // State records of the policy changes made for control clients, written beside the events.
     let (record_tx, mut records) = mpsc::unbounded_channel::<serde_json::Value>();
-    let control = ControlServer::start(bind_socket(control::SOCKET)?, record_tx)?;
+    let control = ControlServer::start(bind_socket(CONTROL_SOCKET)?, record_tx, bpf)?;
     let mut sink = Fanout::new(frames.clone(), Arc::clone(&metrics));
     // Each reader task holds a sender; `recv` answers `None` once every one has finished.
     let (reader_alive, mut readers_finished) = mpsc::channel::<()>(1);
@@ -67,11 +74,11 @@ pub async fn serve(metrics_addr: Option<SocketAddr>, installed: loader::Installe
         None => String::new(),
     };
     eprintln!(
-        "enforcer: daemon running (pid {}): {} {}; events as JSON lines on stdout and to `enforcer tail` through {SOCKET}; policy changes through {}{metrics_note}",
+        "enforcer: daemon running (pid {}): {} {}; events as JSON lines on stdout and to `enforcer tail` through {EVENT_SOCKET}; policy changes through {}{metrics_note}",
         std::process::id(),
         installed.describe(),
-        loader::pin_dir().display(),
-        control::SOCKET,
+        bpf.pin_dir().display(),
+        CONTROL_SOCKET,
     );
 
     let stopped_by = loop {
@@ -88,7 +95,7 @@ pub async fn serve(metrics_addr: Option<SocketAddr>, installed: loader::Installe
                         reader_alive.clone(),
                     ));
                 }
-                Err(err) => eprintln!("enforcer: cannot accept a reader on {SOCKET}: {err}"),
+                Err(err) => eprintln!("enforcer: cannot accept a reader on {EVENT_SOCKET}: {err}"),
             },
             Some(record) = records.recv() => sink.state(&record),
             accepted = http::accept_scrape(scrapes.as_ref()) => match accepted {
@@ -98,17 +105,17 @@ pub async fn serve(metrics_addr: Option<SocketAddr>, installed: loader::Installe
                 Err(err) => eprintln!("enforcer: cannot accept a metrics client: {err}"),
             },
             _ = pin_check.tick() => {
-                follow_pins(&mut consumer, &mut events_id, &mut sink)?;
-                follow_build(&mut build);
+                follow_pins(bpf, &mut consumer, &mut events_id, &mut sink)?;
+                follow_build(bpf, &mut build);
             }
         }
     };
 
     // New tails read the ring buffer themselves from now on; connected ones get what is queued.
-    let _ = fs::remove_file(SOCKET);
+    let _ = fs::remove_file(EVENT_SOCKET);
     // New CLI runs take the direct path; requests being carried out finish and are answered, and
     // their changes logged.
-    let _ = fs::remove_file(control::SOCKET);
+    let _ = fs::remove_file(CONTROL_SOCKET);
     let mut stopped = std::pin::pin!(control.stop());
     loop {
         tokio::select! {
@@ -159,16 +166,16 @@ async fn next_events(consumer: Option<&mut Consumer>, sink: &mut Fanout) -> io::
 
 /// Says so when another build replaced the pinned programs in place: the maps, and so this
 /// daemon's ring buffer, stay, and it reads on as it was (a layout migration shows as new pins).
-fn follow_build(build: &mut Option<u64>) {
-    let pinned = loader::pinned_build();
+fn follow_build(bpf: bpf::Bpf, build: &mut Option<u64>) {
+    let pinned = bpf.pinned_build();
     if pinned == *build {
         return;
     }
     if let (Some(before), Some(now)) = (*build, pinned) {
         eprintln!(
             "enforcer: the programs under {} were replaced in place (build {before:016x} -> {now:016x}{}); same maps, the daemon reads on",
-            loader::pin_dir().display(),
-            if now == loader::this_build() {
+            bpf.pin_dir().display(),
+            if now == bpf.build() {
                 ", the daemon's own"
             } else {
                 ""
@@ -182,11 +189,12 @@ fn follow_build(build: &mut Option<u64>) {
 /// waits) and a later `enforcer attach` (new pins: the daemon reads their ring buffer). The daemon
 /// never reinstalls by itself: a reset stays a reset.
 fn follow_pins(
+    bpf: bpf::Bpf,
     consumer: &mut Option<Consumer>,
     events_id: &mut Option<u32>,
     sink: &mut Fanout,
 ) -> io::Result<()> {
-    let pinned = loader::pinned_events_id();
+    let pinned = bpf.pinned_events_id();
     if pinned == *events_id {
         return Ok(());
     }
@@ -196,19 +204,20 @@ fn follow_pins(
     match pinned {
         None => eprintln!(
             "enforcer: the pins under {} were removed (`enforcer reset`?): nothing is enforced; waiting for the next `enforcer attach`",
-            loader::pin_dir().display()
+            bpf.pin_dir().display()
         ),
         // Still being installed: look again at the next check.
-        Some(_) if !loader::installed() => return Ok(()),
-        Some(_) => match loader::open_event_maps()
-            .map_err(io::Error::other)
+        Some(_) if !bpf.programs_pinned() => return Ok(()),
+        Some(_) => match bpf
+            .open_event_maps()
+            .map_err(|err| io::Error::other(err.with_causes()))
             .and_then(Consumer::new)
         {
             Ok(new) => {
                 *consumer = Some(new);
                 eprintln!(
                     "enforcer: new pins under {}: reading their events",
-                    loader::pin_dir().display()
+                    bpf.pin_dir().display()
                 );
             }
             Err(err) => {

@@ -2,7 +2,7 @@
 //! running daemon, which makes the change itself (and logs it), so that while it runs it is the
 //! one writer of the policy maps.
 //!
-//! The socket is [`SOCKET`] (mode 0600 in the 0700 [`super::RUN_DIR`]). One request per
+//! The socket is [`CONTROL_SOCKET`] (mode 0600 in the 0700 [`crate::paths::RUN_DIR`]). One request per
 //! connection, each way one line of JSON:
 //!
 //! ```text
@@ -30,10 +30,8 @@ use enforcer_common::{Action, OP_SLOTS, Policy};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::{cgroup::Cgroup, error::ExitError, loader::LoaderError};
+use crate::{bpf::LoaderError, cgroup::Cgroup, error::ExitError, paths::CONTROL_SOCKET};
 
-/// The control socket.
-pub const SOCKET: &str = "/run/enforcer/control.sock";
 /// Bumped when a request or answer changes meaning; a daemon refuses other versions.
 pub const VERSION: u32 = 1;
 /// The longest request line a daemon reads.
@@ -224,12 +222,12 @@ pub fn decode(line: &str) -> Result<Request, Response> {
 /// would. False when no daemon accepts the connection (the caller then takes the direct path);
 /// the daemon's failure comes back with the direct path's exit code and message.
 pub fn forward(request: &Request) -> Result<bool> {
-    let Ok(mut stream) = UnixStream::connect(SOCKET) else {
+    let Ok(mut stream) = UnixStream::connect(CONTROL_SOCKET) else {
         return Ok(false);
     };
     let gone = || {
         ExitError::daemon_gone(format!(
-            "the enforcer daemon went away before answering on {SOCKET}; `enforcer list` shows what is in force (start the daemon again, or run the command again without it)"
+            "the enforcer daemon went away before answering on {CONTROL_SOCKET}; `enforcer list` shows what is in force (start the daemon again, or run the command again without it)"
         ))
     };
     if stream.write_all(encode(request).as_bytes()).is_err() {

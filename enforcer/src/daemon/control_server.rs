@@ -13,6 +13,7 @@ use super::{
     control::{self, Response},
     requests::{self, Client},
 };
+use crate::{bpf::Bpf, paths::CONTROL_SOCKET};
 
 /// How long a control client gets to send its request line.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,6 +30,7 @@ impl ControlServer {
     pub fn start(
         listener: std::os::unix::net::UnixListener,
         records: mpsc::UnboundedSender<serde_json::Value>,
+        bpf: Bpf,
     ) -> Result<Self> {
         let (stop, stop_rx) = oneshot::channel();
         let (done_tx, done) = oneshot::channel();
@@ -39,7 +41,7 @@ impl ControlServer {
         std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
-                runtime.block_on(serve_controls(listener, records, stop_rx));
+                runtime.block_on(serve_controls(listener, records, stop_rx, bpf));
                 // Dropping the runtime waits for requests still being carried out.
                 drop(runtime);
                 let _ = done_tx.send(());
@@ -61,15 +63,16 @@ async fn serve_controls(
     listener: std::os::unix::net::UnixListener,
     records: mpsc::UnboundedSender<serde_json::Value>,
     mut stop: oneshot::Receiver<()>,
+    bpf: Bpf,
 ) {
     let listener = match UnixListener::from_std(listener) {
         Ok(listener) => listener,
         Err(err) => {
             eprintln!(
                 "enforcer: cannot listen on {}: {err}; the CLI changes policies itself",
-                control::SOCKET
+                CONTROL_SOCKET
             );
-            let _ = fs::remove_file(control::SOCKET);
+            let _ = fs::remove_file(CONTROL_SOCKET);
             return;
         }
     };
@@ -80,10 +83,10 @@ async fn serve_controls(
             _ = &mut stop => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    tokio::spawn(serve_control(stream, records.clone(), alive.clone()));
+                    tokio::spawn(serve_control(stream, records.clone(), alive.clone(), bpf));
                 }
                 Err(err) => {
-                    eprintln!("enforcer: cannot accept a client on {}: {err}", control::SOCKET);
+                    eprintln!("enforcer: cannot accept a client on {}: {err}", CONTROL_SOCKET);
                 }
             },
         }
@@ -100,6 +103,7 @@ async fn serve_control(
     stream: UnixStream,
     records: mpsc::UnboundedSender<serde_json::Value>,
     _alive: mpsc::Sender<()>,
+    bpf: Bpf,
 ) {
     let peer = stream.peer_cred();
     let (from_client, mut to_client) = stream.into_split();
@@ -119,7 +123,8 @@ async fn serve_control(
                     uid: cred.uid(),
                     pid: cred.pid(),
                 };
-                match tokio::task::spawn_blocking(move || requests::execute(request, client)).await
+                match tokio::task::spawn_blocking(move || requests::execute(bpf, request, client))
+                    .await
                 {
                     Ok((response, changes)) => {
                         for record in changes {
@@ -137,7 +142,7 @@ async fn serve_control(
         Ok(cred) => {
             eprintln!(
                 "enforcer: refused a request on {} from uid {} (pid {}): only root may use it",
-                control::SOCKET,
+                CONTROL_SOCKET,
                 cred.uid(),
                 cred.pid()
                     .map_or_else(|| "?".to_owned(), |pid| pid.to_string())

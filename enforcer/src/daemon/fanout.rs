@@ -18,8 +18,9 @@ use tokio::{
     },
 };
 
-use super::{Frame, SOCKET, metrics::Metrics};
+use super::{Frame, metrics::Metrics};
 use crate::events::{Output, Record, Sink};
+use crate::paths::EVENT_SOCKET;
 
 /// Frames a reader may fall behind by before it misses some (and is told how many).
 pub const READER_QUEUE: usize = 4096;
@@ -58,7 +59,7 @@ impl Fanout {
             && let Err(err) = write(out)
         {
             eprintln!(
-                "enforcer: stopped writing events to stdout: {err}; readers of {SOCKET} and the metrics still get them"
+                "enforcer: stopped writing events to stdout: {err}; readers of {EVENT_SOCKET} and the metrics still get them"
             );
             self.stdout = None;
         }
@@ -163,7 +164,7 @@ mod tests {
 
     #[test]
     fn a_lagging_reader_is_told_how_much_it_missed() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(crate::bpf::Bpf::shipped());
         let (tx, mut rx) = broadcast::channel(2);
         for n in 0..5 {
             tx.send(Frame::Dropped(n)).unwrap();

@@ -86,7 +86,7 @@ mod tests {
 
     #[test]
     fn only_get_metrics_gets_the_exposition() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(crate::bpf::Bpf::shipped());
         metrics.delivered.inc_by(3);
         let ok = respond("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", &metrics);
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");

@@ -19,7 +19,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{cgroup::PathCache, loader};
+use crate::{bpf, cgroup::PathCache};
 
 /// The metric names below get this prefix, and counters a `_total` suffix.
 const PREFIX: &str = "enforcer";
@@ -40,7 +40,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    pub fn new(bpf: bpf::Bpf) -> Self {
         let mut registry = Registry::with_prefix(PREFIX);
         let delivered = Counter::default();
         let dropped = Counter::default();
@@ -66,7 +66,10 @@ impl Metrics {
             "Readers connected to the event stream",
             readers.clone(),
         );
-        registry.register_collector(Box::new(KernelState::default()));
+        registry.register_collector(Box::new(KernelState {
+            bpf,
+            paths: Mutex::default(),
+        }));
         Self {
             registry,
             delivered,
@@ -89,8 +92,9 @@ impl Metrics {
 }
 
 /// Reads the pinned maps at each scrape: decision counters, policies, attached programs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct KernelState {
+    bpf: bpf::Bpf,
     paths: Mutex<CachedPaths>,
 }
 
@@ -112,11 +116,14 @@ struct Row {
 
 impl KernelState {
     fn rows(&self) -> Vec<Row> {
-        let maps = match loader::open_policy_maps_existing() {
+        let maps = match self.bpf.open_policy_maps() {
             Ok(maps) => maps,
-            Err(loader::LoaderError::NotInstalled(_)) => return Vec::new(),
+            Err(bpf::LoaderError::NotInstalled(_)) => return Vec::new(),
             Err(err) => {
-                eprintln!("enforcer: metrics: cannot open the policy maps: {err}");
+                eprintln!(
+                    "enforcer: metrics: cannot open the policy maps: {}",
+                    err.with_causes()
+                );
                 return Vec::new();
             }
         };
@@ -130,7 +137,7 @@ impl KernelState {
         let mut paths = self
             .paths
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut rows: Vec<Row> = policies
             .into_iter()
             .map(|(id, _)| {
@@ -153,7 +160,7 @@ impl KernelState {
 }
 
 impl Collector for KernelState {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let rows = self.rows();
         {
             let mut family = encoder.encode_descriptor(
@@ -204,7 +211,7 @@ impl Collector for KernelState {
             None,
             MetricType::Gauge,
         )?)?;
-        ConstGauge::new(loader::attached_links() as i64).encode(encoder.encode_descriptor(
+        ConstGauge::new(self.bpf.attached_links() as i64).encode(encoder.encode_descriptor(
             "programs_attached",
             "BPF LSM programs attached (their link pins are present).",
             None,

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use super::control::{Entry, Request, Response};
 use crate::{
+    bpf::Bpf,
     cgroup::{Cgroup, PathCache},
     ops, policy,
 };
@@ -21,14 +22,14 @@ pub struct Client {
 
 /// Daemon side: carries out a request from a root client with the direct path's functions (which
 /// take the state lock), blocking. Returns the answer and a state record per policy change made.
-pub fn execute(request: Request, client: Client) -> (Response, Vec<Value>) {
+pub fn execute(bpf: Bpf, request: Request, client: Client) -> (Response, Vec<Value>) {
     let mut records = Vec::new();
     let response = match request {
         Request::Attach { cgroup, policy } => {
             let target = Cgroup::from(cgroup);
             match policy
                 .into_policy(&target)
-                .and_then(|policy| Ok((policy, ops::attach(&target, policy)?)))
+                .and_then(|policy| Ok((policy, ops::attach(bpf, &target, policy)?)))
             {
                 Ok((policy, previous)) => {
                     records.push(state(
@@ -51,7 +52,7 @@ pub fn execute(request: Request, client: Client) -> (Response, Vec<Value>) {
             } else {
                 shown.clone()
             };
-            match ops::detach(id, &shown) {
+            match ops::detach(bpf, id, &shown) {
                 Ok(removed) => {
                     records.push(state(
                         "policy-detached",
@@ -87,7 +88,7 @@ pub fn execute(request: Request, client: Client) -> (Response, Vec<Value>) {
             let mut made = Vec::new();
             let result = match malformed {
                 Some(err) => Err(err),
-                None => ops::apply(&desired, dry_run, prune, &mut out, &mut made),
+                None => ops::apply(bpf, &desired, dry_run, prune, &mut out, &mut made),
             };
             for change in made {
                 records.push(match change {
@@ -114,7 +115,7 @@ pub fn execute(request: Request, client: Client) -> (Response, Vec<Value>) {
                 Err(err) => Response::failed(out, &err),
             }
         }
-        Request::List { json } => match ops::list(json) {
+        Request::List { json } => match ops::list(bpf, json) {
             Ok(out) => Response::done(out),
             Err(err) => Response::failed(String::new(), &err),
         },

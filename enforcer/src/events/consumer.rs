@@ -11,7 +11,7 @@ use aya::maps::{MapData, PerCpuArray, RingBuf};
 use tokio::io::{Interest, unix::AsyncFd};
 
 use super::Sink;
-use crate::loader::EventMaps;
+use crate::bpf::EventMaps;
 
 /// How often the ring buffer is drained (and drops are read) without a wakeup.
 pub const DRAIN_INTERVAL: Duration = Duration::from_millis(50);

@@ -11,10 +11,11 @@ use super::{
     consumer::{self, Consumer},
 };
 use crate::{
+    bpf,
     cgroup::PathCache,
     daemon::{self, Frame},
     error::ExitError,
-    loader,
+    paths::EVENT_SOCKET,
 };
 
 /// How often a reader of the ring buffer looks for a daemon that started since.
@@ -70,6 +71,7 @@ fn in_subtree(path: &str, root: &str) -> bool {
 /// or the daemon being read goes away (an error of its own: a person watching must notice that
 /// the stream stopped).
 pub async fn follow<S: Sink<Error = FollowError>>(
+    bpf: bpf::Bpf,
     filter: Option<Filter>,
     sink: &mut S,
     stop: impl Future<Output = ()>,
@@ -79,7 +81,9 @@ pub async fn follow<S: Sink<Error = FollowError>>(
     let stream = match daemon::connect().await.map_err(FollowError::Failed)? {
         Some(stream) => stream,
         None => {
-            let maps = loader::open_event_maps().map_err(|err| FollowError::Failed(err.into()))?;
+            let maps = bpf
+                .open_event_maps()
+                .map_err(|err| FollowError::Failed(err.into()))?;
             sink.started()?;
             match follow_ring(maps, &mut sink, &mut stop).await? {
                 Some(stream) => stream,
@@ -94,7 +98,7 @@ pub async fn follow<S: Sink<Error = FollowError>>(
 /// Consumes the pinned ring buffer while no daemon runs. A daemon started meanwhile becomes the
 /// ring buffer's consumer: the reader then hands over to its event stream (returned).
 async fn follow_ring<S: Sink<Error = FollowError>>(
-    maps: loader::EventMaps,
+    maps: bpf::EventMaps,
     sink: &mut S,
     mut stop: impl Future<Output = ()> + Unpin,
 ) -> Result<Option<UnixStream>, FollowError> {
@@ -107,7 +111,7 @@ async fn follow_ring<S: Sink<Error = FollowError>>(
             () = &mut stop => return Ok(None),
             drained = consumer.next(sink) => drained?,
             _ = daemon_check.tick() => {
-                if Path::new(daemon::SOCKET).exists()
+                if Path::new(EVENT_SOCKET).exists()
                     && let Ok(Some(stream)) = daemon::connect().await
                 {
                     while consumer.drain_now(sink)? {}
@@ -144,7 +148,7 @@ async fn follow_daemon<S: Sink<Error = FollowError>>(
                     ) => true,
                     Err(err) => {
                         return Err(FollowError::Failed(
-                            anyhow::Error::new(err).context(format!("cannot read {}", daemon::SOCKET)),
+                            anyhow::Error::new(err).context(format!("cannot read {}", EVENT_SOCKET)),
                         ));
                     }
                 };
@@ -162,7 +166,7 @@ async fn follow_daemon<S: Sink<Error = FollowError>>(
                     return Err(FollowError::Failed(
                         ExitError::daemon_gone(format!(
                             "the daemon went away (its event stream {} closed); enforcement continues; run `enforcer tail` again to keep reading events",
-                            daemon::SOCKET
+                            EVENT_SOCKET
                         ))
                         .into(),
                     ));

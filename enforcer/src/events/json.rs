@@ -41,7 +41,7 @@ impl Rendered {
                 },
                 "hook_arg": e.hook_arg,
                 "source": record.source.name(),
-                "refused_by": record.refused_by.map(|layer| layer.name()),
+                "refused_by": record.refused_by.map(super::record::RefusedBy::name),
             },
             "process": {
                 "pid": e.pid,

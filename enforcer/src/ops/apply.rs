@@ -6,8 +6,9 @@ use anyhow::Result;
 use enforcer_common::Policy;
 
 use crate::{
+    bpf,
     cgroup::{self, PathCache},
-    loader, policy, store,
+    policy, store,
 };
 
 /// One line of the plan.
@@ -39,16 +40,17 @@ pub enum Made {
 /// `dry_run`) makes the changes, each added to `made` once done. On an error, `out` and `made` hold the changes made before it (none when
 /// the programs cannot be installed).
 pub fn apply(
+    bpf: bpf::Bpf,
     desired: &Desired,
     dry_run: bool,
     prune: bool,
     out: &mut String,
     made: &mut Vec<Made>,
 ) -> Result<()> {
-    let lock = loader::lock()?;
-    let current: BTreeMap<u64, Policy> = match loader::open_policy_maps_existing() {
+    let lock = bpf.lock()?;
+    let current: BTreeMap<u64, Policy> = match bpf.open_policy_maps() {
         Ok(maps) => maps.policies()?.into_iter().collect(),
-        Err(loader::LoaderError::NotInstalled(_)) => BTreeMap::new(),
+        Err(bpf::LoaderError::NotInstalled(_)) => BTreeMap::new(),
         Err(err) => return Err(err.into()),
     };
     let plan = plan(desired, &current, prune);
@@ -84,7 +86,7 @@ pub fn apply(
     // The depth limit is checked for the final set before the first write. Each line goes to
     // `out` once its change is made, so a failure (the install refused, say) never shows a
     // change that was not made.
-    let mut maps = loader::install(&lock)?;
+    let mut maps = bpf::install_programs(&lock)?;
     let final_set: Vec<(u64, u32)> = plan
         .iter()
         .filter_map(|(id, change)| match change {

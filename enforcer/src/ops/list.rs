@@ -5,7 +5,7 @@ use anyhow::Result;
 use enforcer_common::{Action, Counters, Operation};
 use serde_json::json;
 
-use crate::{cgroup::PathCache, loader, policy};
+use crate::{bpf, cgroup::PathCache, policy};
 
 struct Row {
     id: u64,
@@ -18,10 +18,10 @@ struct Row {
 }
 
 /// What `list` prints: the table, or the JSON document.
-pub fn list(json: bool) -> Result<String> {
-    let rows = match loader::open_policy_maps_existing() {
+pub fn list(bpf: bpf::Bpf, json: bool) -> Result<String> {
+    let rows = match bpf.open_policy_maps() {
         Ok(maps) => collect(&maps)?,
-        Err(loader::LoaderError::NotInstalled(_)) => Vec::new(),
+        Err(bpf::LoaderError::NotInstalled(_)) => Vec::new(),
         Err(err) => return Err(err.into()),
     };
     let mut out = String::new();
@@ -33,7 +33,7 @@ pub fn list(json: bool) -> Result<String> {
     Ok(out)
 }
 
-fn collect(maps: &loader::PolicyMaps) -> Result<Vec<Row>> {
+fn collect(maps: &bpf::PolicyMaps) -> Result<Vec<Row>> {
     let mut paths = PathCache::default();
     let mut rows = Vec::new();
     for entry in &maps.policies {

@@ -4,7 +4,12 @@
 use anyhow::Result;
 use enforcer_common::Policy;
 
-use crate::{cgroup, loader, policy, policy::Layer, store};
+use crate::{
+    bpf::{self, Bpf},
+    cgroup, policy,
+    policy::Layer,
+    store,
+};
 
 mod apply;
 mod list;
@@ -23,13 +28,13 @@ pub fn default_arm(target: &cgroup::Cgroup) -> policy::Arm {
 
 /// Sets the validated `new_policy` on `target` under the state lock, installing the programs on
 /// first use; returns the policy it replaced.
-pub fn attach(target: &cgroup::Cgroup, new_policy: Policy) -> Result<Option<Policy>> {
-    let lock = loader::lock()?;
+pub fn attach(bpf: Bpf, target: &cgroup::Cgroup, new_policy: Policy) -> Result<Option<Policy>> {
+    let lock = bpf.lock()?;
     // A syscall-only policy needs no LSM program, so it works where BPF LSM is refused.
     let mut maps = if Layer::of(&new_policy) == Layer::Syscall {
-        loader::install_maps(&lock)?
+        bpf::install_maps_only(&lock)?
     } else {
-        loader::install(&lock)?
+        bpf::install_programs(&lock)?
     };
     let previous = maps.policies.get(&target.id, 0).ok();
     store::set_policy(&mut maps, target, new_policy)?;
@@ -58,9 +63,9 @@ pub fn attach_report(target: &cgroup::Cgroup, new_policy: &Policy) -> String {
 
 /// Removes the policy of cgroup `id` (`shown` names it in messages) under the state lock; returns
 /// the policy removed.
-pub fn detach(id: u64, shown: &str) -> Result<Policy> {
-    let lock = loader::lock()?;
-    let mut maps = loader::open_policy_maps_existing()?;
+pub fn detach(bpf: Bpf, id: u64, shown: &str) -> Result<Policy> {
+    let lock = bpf.lock()?;
+    let mut maps = bpf.open_policy_maps()?;
     let Ok(removed) = maps.policies.get(&id, 0) else {
         anyhow::bail!(crate::error::ExitError::no_policy(shown));
     };

@@ -3,7 +3,7 @@
 //! consult: no process in a covered cgroup may get a descriptor for, change or unpin any of them.
 //!
 //! The list is made from what the kernel says is pinned, never from names: every link pinned
-//! under the layout's `links/` (its id and its program's), every map those programs use (the
+//! under the ABI's `links/` (its id and its program's), every map those programs use (the
 //! unpinned ones included), every map pinned under `maps/`, and the bpffs superblock holding the
 //! pins (by device). It is rewritten after every load, upgrade and syscall-layer change; ids that
 //! are no longer the enforcer's are removed.
@@ -18,7 +18,7 @@ use aya::{
 };
 use enforcer_common::protect;
 
-use crate::loader::{LoaderError, MAP_PROTECTED};
+use super::{LoaderError, maps::MAP_PROTECTED};
 
 /// Rewrites `PROTECTED` under the pin directory `dir` to hold exactly the objects pinned there.
 pub fn sync(dir: &Path) -> Result<(), LoaderError> {
