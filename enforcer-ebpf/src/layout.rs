@@ -70,7 +70,6 @@ pub fn get() -> KernelLayout {
 /// # Safety
 /// `base` must point at a kernel object whose field at `offset` is a `T`.
 #[inline(always)]
-#[allow(dead_code)]
 pub unsafe fn read_kernel<T>(base: *const u8, offset: u32) -> Option<T> {
     // SAFETY: bpf_probe_read_kernel checks the address itself and fails instead of faulting.
     unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize).cast::<T>()) }.ok()

@@ -4,6 +4,11 @@
 //! `inflight` (the syscall layer's record), which read `task`, `maps` and `layout`.
 #![no_std]
 #![no_main]
+// Integer widening stays `as` here: the same instructions, and usable in const contexts.
+#![allow(
+    clippy::cast_lossless,
+    reason = "BPF code widens integers with `as`, also in const contexts where `From` is not usable"
+)]
 
 mod arming;
 #[cfg(feature = "bench")]
@@ -25,7 +30,7 @@ mod time;
 
 #[cfg(not(test))]
 #[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
     // The verifier rejects any program that could reach this; it only satisfies the compiler.
     loop {}
 }
