@@ -36,7 +36,7 @@ pub(super) const MAP_BUILD: &str = "BUILD";
 /// The syscall layer's per-thread records, shared by its programs and the LSM programs,
 /// which are loaded at different times: pinned, but not needed to use the others.
 pub(super) const MAP_SYS_INFLIGHT: &str = "SYS_INFLIGHT";
-/// Tamper protection's list of the enforcer's own kernel objects (see [`crate::protect`]).
+/// Tamper protection's list of the enforcer's own kernel objects (see [`super::protect`]).
 pub(super) const MAP_PROTECTED: &str = "PROTECTED";
 /// The per-policy event budgets, shared by the LSM and syscall-layer programs.
 pub(super) const MAP_BUDGET: &str = "BUDGET";

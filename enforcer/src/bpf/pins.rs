@@ -203,7 +203,7 @@ impl Bpf {
             .map(|info| info.id())
     }
 
-    /// The build whose programs are pinned under this ABI (see [`super::build_id`]), if
+    /// The build whose programs are pinned under this ABI (see [`super::object::build_id`]), if
     /// recorded.
     pub fn pinned_build(&self) -> Option<u64> {
         self.pins().build()

@@ -1,5 +1,5 @@
 //! The violation event path in user space, one way: the ring buffer's records are decoded once
-//! into a typed [`Record`] ([`consumer`], or the daemon's stream through [`follow`]), handed to a
+//! into a typed [`Record`] ([`consumer`], or the daemon's stream through [`follow()`]), handed to a
 //! [`Sink`] (`tail`'s [`Output`], the daemon's fan-out and metrics, `record`'s tally), and
 //! rendered as text or JSON in one place ([`Rendered`]).
 mod clock;
