@@ -9,6 +9,7 @@ mod error;
 mod events;
 mod host;
 mod kernel_layout;
+mod kubernetes;
 mod loader;
 mod ops;
 mod policy;
