@@ -9,16 +9,18 @@
 //!   arming or the layer.
 //! - **Actions**, per operation: the strictest wins, kill > deny > audit > allow. An operation no
 //!   policy names stays allowed.
-//! - **Arming**: `immediate` only when every policy asks for it; when they disagree, `exec`. The
-//!   two differ only before a container's first exec, where the processes are the runtime's
-//!   (runc or crun setting the container up), not the workload's: exec arming covers every
-//!   process the workload runs. Arming the merged record at once would apply the exec-armed
-//!   policies' operations to that setup as well (a `deny: mount` breaks every container start),
-//!   which the authors of those policies chose to avoid. The policies whose `immediate` was not
-//!   honoured are listed ([`Merged::arm_lowered`]) so the status can say so.
+//! - **Arming**: `immediate` only when every deciding policy asks for it; when they disagree,
+//!   `exec`. The two differ only before a container's first exec, where the processes are the
+//!   runtime's (runc or crun setting the container up), not the workload's: exec arming covers
+//!   every process the workload runs. Arming the merged record at once would apply the
+//!   exec-armed policies' operations to that setup as well (a `deny: mount` breaks every
+//!   container start), which the authors of those policies chose to avoid. The policies whose
+//!   `immediate` was not honoured are listed ([`Merged::arm_lowered`]) so the status can say so.
 //! - **Layer**: the union of what the policies act through. `both` is the LSM hooks plus the
 //!   syscall layer, so it covers an `lsm` and a `syscall` policy; `lsm` with `syscall` gives
-//!   `both`; the merged record is `lsm` or `syscall` only when every policy asks for that.
+//!   `both`; the merged record is `lsm` or `syscall` only when every deciding policy asks for
+//!   that. (A node without BPF LSM cannot enforce the `both` this gives, but it could not
+//!   enforce the `lsm` policy either.)
 use std::collections::BTreeMap;
 
 use enforcer_common::{Action, OPERATIONS, Operation, Policy};
@@ -159,7 +161,7 @@ pub fn merge(selecting: &[Selecting], level: u32) -> Result<Option<Merged>, Poli
     }))
 }
 
-/// `immediate` when every policy asks for it, else `exec`.
+/// `immediate` when every deciding policy asks for it, else `exec`.
 fn merged_arm(selecting: &[&Selecting]) -> Arm {
     if selecting.iter().all(|wanted| wanted.arm == Arm::Immediate) {
         Arm::Immediate
