@@ -10,6 +10,7 @@ mod error;
 mod events;
 mod host;
 mod kernel_layout;
+mod kubernetes;
 mod ops;
 mod paths;
 mod policy;
