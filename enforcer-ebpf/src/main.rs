@@ -1,13 +1,14 @@
 //! BPF LSM programs of enforcer. One module per hook family (`capable`, `mount`, `keys`, `time`,
-//! `tamper`, the syscall layer in `syscall`, workload arming in `arming`) over one pipeline:
-//! `enforce` runs `decide` (policy lookup and counters), `emit` (events, within `budget`) and
-//! `inflight` (the syscall layer's record), which read `task`, `maps` and `layout`.
+//! `boot`, `tamper`, the syscall layer in `syscall`, workload arming in `arming`) over one
+//! pipeline: `enforce` runs `decide` (policy lookup and counters), `emit` (events, within
+//! `budget`) and `inflight` (the syscall layer's record), which read `task`, `maps` and `layout`.
 #![no_std]
 #![no_main]
 
 mod arming;
 #[cfg(feature = "bench")]
 mod bench;
+mod boot;
 mod budget;
 mod capable;
 mod decide;
