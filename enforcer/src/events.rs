@@ -292,7 +292,7 @@ fn operation_fields(event: &Event) -> serde_json::Value {
             "requested": requested_time(event),
             "capability": (event.hook_arg == i64::from(caps::CAP_SYS_TIME)).then_some("CAP_SYS_TIME"),
         }}),
-        None => json!({}),
+        Some(Operation::Reboot | Operation::Kexec) | None => json!({}),
     }
 }
 

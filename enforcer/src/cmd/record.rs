@@ -359,7 +359,10 @@ mod tests {
         assert_eq!(usage[&Operation::Keyctl].refused["seccomp"], 1);
         assert_eq!(usage[&Operation::Mount].failed, 1);
         let file = suggest("/sys/fs/cgroup/app", Duration::from_secs(5), &usage);
-        assert!(file.contains("    deny: [mount, keyctl]\n"), "{file}");
+        assert!(
+            file.contains("    deny: [mount, keyctl, reboot, kexec]\n"),
+            "{file}"
+        );
         assert!(file.contains("    audit: [settime]\n"), "{file}");
         // What it prints is a policy file `apply` reads.
         let rules = crate::policy::parse_file("suggested.yaml", &file).expect("valid file");
