@@ -123,7 +123,8 @@ pub mod refused_by {
     /// The task's seccomp filter (the call never reached `sys_enter`).
     pub const SECCOMP: u8 = 2;
     /// The task lacks the capability the call needs (`CAP_SYS_ADMIN` for the mount family,
-    /// `CAP_SYS_TIME` for clock changes) in its effective set.
+    /// `CAP_SYS_TIME` for clock changes, `CAP_SYS_BOOT` for reboot and kexec) in its effective
+    /// set.
     pub const CAPABILITY: u8 = 3;
     /// Something else: another LSM (AppArmor, SELinux, Landlock...) or the kernel's own checks.
     pub const OTHER: u8 = 4;

@@ -263,6 +263,34 @@ operations! {
         }
         strings: {}
     }
+    family Reboot = 3 {
+        name: "reboot",
+        summary: "reboot, halt or power off the machine (in a child PID namespace: kill its init)",
+        hooks: [Capable],
+        capability: Some(caps::CAP_SYS_BOOT),
+        self_test: REBOOT,
+        calls: {
+            /// Checks CAP_SYS_BOOT in the caller's PID namespace's user namespace before it
+            /// looks at its magic numbers; in a child PID namespace it kills that namespace's
+            /// init instead of rebooting.
+            REBOOT = 169, "reboot", judged at capability, ia32 numbers [REBOOT = 88];
+        }
+        strings: {}
+    }
+    family Kexec = 4 {
+        name: "kexec",
+        summary: "load a new kernel to boot into (kexec_load, kexec_file_load)",
+        hooks: [Capable],
+        capability: Some(caps::CAP_SYS_BOOT),
+        self_test: KEXEC_LOAD,
+        calls: {
+            /// Checks CAP_SYS_BOOT before its flags, as kexec_file_load does. An x32 caller
+            /// numbers it 528 ([`crate::syscalls::x32::native`]).
+            KEXEC_LOAD = 246, "kexec_load", judged at capability, ia32 numbers [KEXEC_LOAD = 283];
+            KEXEC_FILE_LOAD = 320, "kexec_file_load", judged at capability, ia32 none [];
+        }
+        strings: {}
+    }
     // Not guarded by number: named for the events of the hooks that see them (a mount point
     // removed, a pin unlinked).
     seen: {
@@ -301,6 +329,7 @@ const _: () = {
 /// Capabilities whose checks the `capable` program guards.
 pub mod caps {
     pub const CAP_SYS_ADMIN: i32 = 21;
+    pub const CAP_SYS_BOOT: i32 = 22;
     pub const CAP_SYS_TIME: i32 = 25;
 }
 
@@ -370,7 +399,13 @@ mod tests {
 
     #[test]
     fn every_operation_is_in_the_table() {
-        for op in [Operation::Mount, Operation::Keyctl, Operation::Settime] {
+        for op in [
+            Operation::Mount,
+            Operation::Keyctl,
+            Operation::Settime,
+            Operation::Reboot,
+            Operation::Kexec,
+        ] {
             assert!(op.spec().is_some(), "{op:?}");
             assert_eq!(Operation::from_u8(op as u8), Some(op));
         }

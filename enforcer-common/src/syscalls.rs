@@ -212,6 +212,13 @@ mod tests {
         assert_eq!(operation(native(164, true)), None);
         assert_eq!(native(OPEN_TREE_ATTR, true), OPEN_TREE_ATTR);
         assert_eq!(native(FSOPEN, true), FSOPEN);
+        assert_eq!(native(ia32::REBOOT, true), REBOOT);
+        assert_eq!(native(ia32::KEXEC_LOAD, true), KEXEC_LOAD);
+        // ia32 320 is utimensat; kexec_file_load has no 32-bit form.
+        assert_eq!(operation(native(KEXEC_FILE_LOAD, true)), None);
+        // x86_64 88 is symlink, 283 timerfd_create.
+        assert_eq!(operation(native(ia32::REBOOT, false)), None);
+        assert_eq!(operation(native(ia32::KEXEC_LOAD, false)), None);
     }
 
     #[test]
@@ -283,6 +290,15 @@ mod tests {
             if judged_at_capability(nr) == Some(Operation::Mount) {
                 assert!(is_mount_api_without_hook(nr), "{nr}");
             }
+            // `boot` narrows CAP_SYS_BOOT to reboot and the kexec calls, all judged there.
+            assert_eq!(
+                matches!(nr, REBOOT | KEXEC_LOAD | KEXEC_FILE_LOAD),
+                matches!(
+                    judged_at_capability(nr),
+                    Some(Operation::Reboot | Operation::Kexec)
+                ),
+                "{nr}"
+            );
         }
     }
 }

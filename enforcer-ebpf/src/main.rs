@@ -1,7 +1,7 @@
 //! BPF LSM programs of enforcer. One module per hook family (`capable`, `mount`, `keys`, `time`,
-//! `tamper`, the syscall layer in `syscall`, workload arming in `arming`) over one pipeline:
-//! `enforce` runs `decide` (policy lookup and counters), `emit` (events, within `budget`) and
-//! `inflight` (the syscall layer's record), which read `task`, `maps` and `layout`.
+//! `boot`, `tamper`, the syscall layer in `syscall`, workload arming in `arming`) over one
+//! pipeline: `enforce` runs `decide` (policy lookup and counters), `emit` (events, within
+//! `budget`) and `inflight` (the syscall layer's record), which read `task`, `maps` and `layout`.
 #![no_std]
 #![no_main]
 // Integer widening stays `as` here: the same instructions, and usable in const contexts.
@@ -13,6 +13,7 @@
 mod arming;
 #[cfg(feature = "bench")]
 mod bench;
+mod boot;
 mod budget;
 mod capable;
 mod decide;

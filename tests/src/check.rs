@@ -99,7 +99,13 @@ fn passes_and_confirms_enforcement() {
         assert!(found.starts_with("ok "), "{found}");
     }
     let self_test = line(&run.stdout, "self-test");
-    for call in ["settimeofday EPERM", "mount EPERM", "add_key "] {
+    for call in [
+        "settimeofday EPERM",
+        "mount EPERM",
+        "add_key ",
+        "reboot EPERM",
+        "kexec_load EPERM",
+    ] {
         assert!(self_test.contains(call), "{self_test}");
     }
     assert!(
@@ -117,7 +123,7 @@ fn passes_and_confirms_enforcement() {
         "{run:?}"
     );
 
-    for op in ["settime", "mount", "keyctl"] {
+    for op in ["settime", "mount", "keyctl", "reboot", "kexec"] {
         let event = tail.wait_for(|event| {
             event["process"]["name"] == "enforcer-check" && event["enforcer"]["operation"] == op
         });

@@ -7,6 +7,7 @@
 #![cfg(test)]
 
 mod apply;
+mod boot;
 mod check;
 mod control;
 mod daemon;

@@ -12,7 +12,7 @@ use crate::harness::{
 pub const EPERM: i64 = 1;
 const ENOKEY: i64 = 126;
 const EACCES: i64 = 13;
-const EINVAL: i64 = 22;
+pub const EINVAL: i64 = 22;
 /// 2035-01-01T00:00:00Z: far from the VM's date, so a moved clock is unmistakable.
 pub const TARGET_TIME: i64 = 2_051_222_400;
 
@@ -59,7 +59,11 @@ pub struct Case {
 }
 
 impl Case {
-    const fn new(op: &'static str, prepare: fn(&Fixture) -> Vec<String>, effect: Effect) -> Self {
+    pub const fn new(
+        op: &'static str,
+        prepare: fn(&Fixture) -> Vec<String>,
+        effect: Effect,
+    ) -> Self {
         Self {
             op,
             prepare,
@@ -70,7 +74,7 @@ impl Case {
     }
 }
 
-fn args(list: &[&str]) -> Vec<String> {
+pub fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| (*s).to_owned()).collect()
 }
 
@@ -183,7 +187,7 @@ pub fn run(name: &str, case: &Case, mode: Mode) {
 /// happened before the caller died (`KILL-SIDE-EFFECT <case> happened|prevented|unobservable`
 /// on stdout, the README's table), and holds it to what was measured: a change made by the
 /// first guarded call happens; for a sequence of calls only the first one runs.
-fn kill_at_sys_enter(name: &str, case: &Case) {
+pub fn kill_at_sys_enter(name: &str, case: &Case) {
     let name = format!("{name}-sys");
     let fixture = Fixture {
         scratch: Scratch::new(&name),
@@ -236,6 +240,7 @@ macro_rules! matrix {
     ($($name:ident => $case:expr;)*) => {$(
         mod $name {
             use super::*;
+            use $crate::matrix::{Mode, kill_at_sys_enter, run};
             const CASE: Case = $case;
             #[test] fn outside() { run(stringify!($name), &CASE, Mode::Outside) }
             #[test] fn audit() { run(stringify!($name), &CASE, Mode::Audit) }
@@ -245,6 +250,8 @@ macro_rules! matrix {
         }
     )*};
 }
+// Families tested in a module of their own use the same rows.
+pub(crate) use matrix;
 
 const TARGET: &str = "2051222400";
 

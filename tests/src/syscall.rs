@@ -180,7 +180,7 @@ fn record_suggest_yields_a_policy_the_workload_runs_under() {
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(output.status.success(), "{stdout}{stderr}");
     assert!(
-        stdout.contains("    deny: [keyctl]\n"),
+        stdout.contains("    deny: [keyctl, reboot, kexec]\n"),
         "{stdout}\n{stderr}"
     );
     assert!(

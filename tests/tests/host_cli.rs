@@ -90,7 +90,7 @@ fn bash_completion_completes_subcommands_and_operations() {
     assert!(complete("attach --d").contains(&"--deny".to_owned()));
     assert_eq!(
         complete("attach --deny ''"),
-        ["mount", "keyctl", "settime", "all"]
+        ["mount", "keyctl", "settime", "reboot", "kexec", "all"]
     );
 }
 

@@ -43,7 +43,20 @@ const CALLS: &[(&str, i64, &[i64])] = &[
     // read (modes 0), a NULL or an invalid clock id would not be a clock change at all.
     ("adjtimex", 159, &[TIMEX_BAD_TICK]),
     ("clock_adjtime", 305, &[0, TIMEX_BAD_TICK]),
+    // reboot with wrong magic numbers: EINVAL right after the CAP_SYS_BOOT check. Never the
+    // real magic.
+    ("reboot", 169, &[0, 0, 0, 0]),
+    // An undefined flag: EINVAL right after the CAP_SYS_BOOT check (ENOSYS where the kernel has
+    // no kexec).
+    ("kexec_load", 246, &[0, 0, 0, KEXEC_UNDEFINED_FLAG]),
+    (
+        "kexec_file_load",
+        320,
+        &[-1, -1, 0, 0, KEXEC_UNDEFINED_FLAG],
+    ),
 ];
+
+const KEXEC_UNDEFINED_FLAG: i64 = 0x8000;
 
 /// Arguments the probe replaces with a pointer to a buffer (see [`raw`]): a `timespec` of -1
 /// seconds, and a `struct timex` asking for `ADJ_TICK` with a tick of 0.
@@ -400,6 +413,8 @@ fn audit_reports_every_guarded_call_with_its_return_value() {
     assert_eq!(counters(&cgroup, "mount"), (10, 0, 0));
     assert_eq!(counters(&cgroup, "keyctl"), (3, 0, 0));
     assert_eq!(counters(&cgroup, "settime"), (4, 0, 0));
+    assert_eq!(counters(&cgroup, "reboot"), (1, 0, 0));
+    assert_eq!(counters(&cgroup, "kexec"), (2, 0, 0));
 }
 
 #[test]
@@ -426,6 +441,8 @@ fn kill_ends_the_caller_of_every_guarded_call() {
     assert_eq!(counters(&cgroup, "mount"), (0, 0, 10));
     assert_eq!(counters(&cgroup, "keyctl"), (0, 0, 3));
     assert_eq!(counters(&cgroup, "settime"), (0, 0, 4));
+    assert_eq!(counters(&cgroup, "reboot"), (0, 0, 1));
+    assert_eq!(counters(&cgroup, "kexec"), (0, 0, 2));
 }
 
 /// A 32-bit call (`int $0x80`, here from the 64-bit probe) is judged by the 32-bit table: ia32
@@ -464,6 +481,19 @@ fn thirty_two_bit_calls_are_judged_by_their_own_numbers() {
     assert_eq!(event["enforcer"]["syscall"]["name"], "settimeofday");
     assert_eq!(event["enforcer"]["syscall"]["compat"], true);
     assert_eq!(counters(&cgroup, "settime"), (0, 0, 1));
+
+    // ia32 88 is reboot (x86_64 88 is symlink); with wrong magic numbers it changes nothing.
+    ok(attach_syscall(&cgroup, "--kill", "settime,reboot"));
+    let reboot = probe(
+        &setup_for(Some(&cgroup), "reboot"),
+        &as_strings(&["raw32", "88", "0", "0", "0", "0"]),
+    );
+    assert_eq!(reboot.status.signal(), Some(libc::SIGKILL), "{reboot:?}");
+    let event = tail.wait_for("ia32 reboot", |event| {
+        event["enforcer"]["syscall"]["name"] == "reboot"
+    });
+    assert_eq!(event["enforcer"]["syscall"]["compat"], true);
+    assert_eq!(counters(&cgroup, "reboot"), (0, 0, 1));
 }
 
 #[test]
@@ -622,7 +652,10 @@ fn record_tallies_a_workload_and_suggests_the_strictest_policy() {
         stdout.contains(&format!("  - cgroup: {}\n", cgroup.arg())),
         "{stdout}"
     );
-    assert!(stdout.contains("    deny: [mount, keyctl]\n"), "{stdout}");
+    assert!(
+        stdout.contains("    deny: [mount, keyctl, reboot, kexec]\n"),
+        "{stdout}"
+    );
     assert!(stdout.contains("    audit: [settime]\n"), "{stdout}");
     // The recording policy is gone, and with it the layer.
     assert!(!syscall_link_pinned());

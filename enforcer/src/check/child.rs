@@ -115,6 +115,38 @@ pub(super) fn add_user_key(targets: &Targets) -> CallOutcome {
     })
 }
 
+/// reboot(2) with wrong magic numbers: the kernel checks CAP_SYS_BOOT first, then refuses the
+/// magic with EINVAL, so the call never reboots. Never pass the real magic here.
+pub(super) fn reboot_wrong_magic(_: &Targets) -> CallOutcome {
+    const WRONG_MAGIC: libc::c_long = 0;
+    // SAFETY: integer arguments only; the wrong magic makes the kernel refuse the call.
+    CallOutcome::of(unsafe {
+        libc::syscall(
+            libc::SYS_reboot,
+            WRONG_MAGIC,
+            WRONG_MAGIC,
+            libc::LINUX_REBOOT_CMD_CAD_OFF,
+            std::ptr::null::<libc::c_void>(),
+        )
+    })
+}
+
+/// kexec_load with a flag no kernel defines: the kernel checks CAP_SYS_BOOT first, then refuses
+/// the flags with EINVAL, so nothing is loaded (or unloaded, as no segments would).
+pub(super) fn kexec_load_bad_flags(_: &Targets) -> CallOutcome {
+    const UNDEFINED_FLAG: libc::c_ulong = 0x8000;
+    // SAFETY: no segments and a null segment pointer; the flag makes the kernel refuse the call.
+    CallOutcome::of(unsafe {
+        libc::syscall(
+            libc::SYS_kexec_load,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            std::ptr::null::<libc::c_void>(),
+            UNDEFINED_FLAG,
+        )
+    })
+}
+
 /// Starts `enforcer check-child` (this same binary) and returns its report.
 pub(super) fn start(cgroup_dir: &Path, mount_dir: &Path, key: &str) -> Result<CallReport, Failure> {
     let mut child = Command::new("/proc/self/exe")

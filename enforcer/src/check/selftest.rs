@@ -159,6 +159,16 @@ pub(super) fn attempt(op: Operation) -> Attempt {
             refused_with: &[libc::ENOKEY, libc::EPERM],
             make: child::add_user_key,
         },
+        Operation::Reboot => Attempt {
+            call: "reboot",
+            refused_with: &[libc::EPERM],
+            make: child::reboot_wrong_magic,
+        },
+        Operation::Kexec => Attempt {
+            call: "kexec_load",
+            refused_with: &[libc::EPERM],
+            make: child::kexec_load_bad_flags,
+        },
     }
 }
 
@@ -272,6 +282,11 @@ fn judge(
             delta(Action::Kill),
         );
         let name = op.name();
+        // A kernel built without the call (kexec without CONFIG_KEXEC) has nothing to enforce.
+        if ret < 0 && errno == libc::ENOSYS && (audited, denied, killed) == (0, 0, 0) {
+            refused.push(format!("{} not in this kernel", attempt.call));
+            continue;
+        }
         if ret >= 0 {
             problems.push(format!(
                 "{} was permitted ({name} not enforced)",
@@ -343,6 +358,8 @@ mod tests {
             ("settimeofday", outcome(-1, libc::EPERM)),
             ("mount", outcome(-1, libc::EPERM)),
             ("add_key", outcome(-1, libc::ENOKEY)),
+            ("reboot", outcome(-1, libc::EPERM)),
+            ("kexec_load", outcome(-1, libc::EPERM)),
         ]
         .into_iter()
         .map(|(call, outcome)| (call.to_owned(), outcome))
@@ -374,6 +391,13 @@ mod tests {
             failure.to_string().contains("mount was permitted"),
             "{failure}"
         );
+        let mut without_kexec = report.clone();
+        without_kexec.insert("kexec_load".to_owned(), outcome(-1, libc::ENOSYS));
+        after.by_action[Action::Deny as usize][Operation::Keyctl as usize] = 1;
+        after.by_action[Action::Deny as usize][Operation::Kexec as usize] = 0;
+        let found = judge(&without_kexec, &before, &after, "/x")
+            .unwrap_or_else(|failure| panic!("{failure}"));
+        assert!(found.contains("kexec_load not in this kernel"), "{found}");
     }
 
     #[test]

@@ -402,7 +402,10 @@ mod tests {
         let shown = table(&usage, dropped);
         assert!(shown.contains("1 capability"), "{shown}");
         let file = suggest("/sys/fs/cgroup/app", Duration::from_secs(5), &usage);
-        assert!(file.contains("    deny: [mount, keyctl]\n"), "{file}");
+        assert!(
+            file.contains("    deny: [mount, keyctl, reboot, kexec]\n"),
+            "{file}"
+        );
         assert!(file.contains("    audit: [settime]\n"), "{file}");
         // What it prints is a policy file `apply` reads.
         let rules = policy::parse_file("suggested.yaml", &file).expect("valid file");

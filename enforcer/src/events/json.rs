@@ -95,6 +95,19 @@ fn operation_fields(record: &Record) -> Value {
             "requested": requested_time(event),
             "capability": (event.hook_arg == i64::from(caps::CAP_SYS_TIME)).then_some("CAP_SYS_TIME"),
         }}),
+        // reboot(magic1, magic2, cmd, arg): what the caller asked for (LINUX_REBOOT_CMD_*).
+        Some(Operation::Reboot) => json!({ "reboot": {
+            "command": (event.syscall == syscalls::REBOOT).then_some(event.args[2] as u32),
+        }}),
+        // kexec_load(entry, nr_segments, segments, flags), kexec_file_load(kernel, initrd,
+        // cmdline_len, cmdline, flags).
+        Some(Operation::Kexec) => json!({ "kexec": {
+            "flags": match event.syscall {
+                syscalls::KEXEC_LOAD => Some(event.args[3]),
+                syscalls::KEXEC_FILE_LOAD => Some(event.args[4]),
+                _ => None,
+            },
+        }}),
         None => json!({}),
     }
 }

@@ -143,6 +143,7 @@ fn main() -> ExitCode {
         "keyctl-search" => keyctl_search(&arg(1)),
         "keyctl-setperm" => keyctl(KEYCTL_SETPERM, number(1) as c_long, 0x3f3f_0000, 0),
         "keyctl-describe" => keyctl_describe(number(1)),
+        "reboot-in-pid-namespace" => reboot_in_pid_namespace(),
         other => {
             eprintln!("probe: unknown operation {other}");
             return ExitCode::from(2);
@@ -343,6 +344,46 @@ fn raw32(args: &[String]) -> Outcome {
     // eax holds the result: -errno on failure.
     let ret = i64::from(ret as i32);
     if ret < 0 { Err(-ret as i32) } else { Ok(ret) }
+}
+
+/// reboot(2) with wrong magic numbers, from the child of a new PID namespace's init: there the
+/// kernel checks CAP_SYS_BOOT in the namespace's owner, and a valid call would kill that init
+/// rather than reboot. The magic is wrong (EINVAL past the check); never pass the real one.
+fn reboot_in_pid_namespace() -> Outcome {
+    const WRONG_MAGIC: c_long = 0;
+    /// Waits for `pid` and returns its exit code (128 + the signal when it was killed).
+    fn exit_code(pid: libc::pid_t) -> c_int {
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            128 + libc::WTERMSIG(status)
+        }
+    }
+    // SAFETY: unshare and fork in a single-threaded process; the children only make system
+    // calls and leave with _exit.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWPID) != 0 {
+            return check(-1);
+        }
+        // The first child is the new namespace's init; its child makes the call.
+        let init = libc::fork();
+        if init == 0 {
+            let caller = libc::fork();
+            if caller == 0 {
+                let ret = libc::syscall(libc::SYS_reboot, WRONG_MAGIC, WRONG_MAGIC, 0, 0);
+                let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+                libc::_exit(if ret < 0 { errno } else { 0 });
+            }
+            libc::_exit(exit_code(caller));
+        }
+        match exit_code(init) {
+            0 => Ok(0),
+            errno => Err(errno),
+        }
+    }
 }
 
 fn cstr(s: &str) -> CString {
