@@ -8,6 +8,11 @@
 pub mod merge;
 #[cfg_attr(
     not(test),
+    expect(dead_code, reason = "the node agent fills it; not written yet")
+)]
+pub mod names;
+#[cfg_attr(
+    not(test),
     expect(dead_code, reason = "the node agent calls it; not written yet")
 )]
 pub mod resolve;
