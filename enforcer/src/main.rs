@@ -9,6 +9,7 @@ mod error;
 mod events;
 mod host;
 mod kernel_layout;
+mod kubernetes;
 mod loader;
 mod ops;
 mod policy;
@@ -45,6 +46,7 @@ fn main() -> ExitCode {
         Command::CheckChild(args) => cmd::check::child(args),
         Command::Apply(args) => cmd::apply::run(args),
         Command::Debug(args) => cmd::debug::run(args),
+        Command::Crds => cmd::crds::run(),
         Command::Version => cmd::meta::version(),
         Command::Completion(args) => cmd::meta::completion(args, command()),
         Command::Man(args) => cmd::meta::man(args, command()),
