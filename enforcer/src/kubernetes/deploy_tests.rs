@@ -1,7 +1,8 @@
 //! Every manifest in `deploy/` reads as the Kubernetes type its `kind` names, with no field the
 //! type does not know (a misspelt key would otherwise be dropped without a word), and the
 //! DaemonSets keep the promises the README makes: every node, the host's pins, the image this
-//! build makes, and the capabilities-only variant without `privileged`.
+//! build makes, and the capabilities-only variant without `privileged`. The example policies
+//! read as the CRD types.
 use std::{
     collections::BTreeSet,
     fs,
@@ -31,6 +32,8 @@ enum Manifest {
     ClusterRoleBinding,
     DaemonSet(Box<DaemonSet>),
     Crd,
+    /// An example policy (deploy/examples/).
+    Policy,
 }
 
 fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -55,6 +58,18 @@ fn typed<T: DeserializeOwned>(value: Value, what: &str) -> T {
         .unwrap_or_else(|err| panic!("{what}: {err}"));
     assert!(unknown.is_empty(), "{what}: unknown fields {unknown:?}");
     typed
+}
+
+/// A custom resource without its `apiVersion` and `kind` (which kube's types do not hold), after
+/// checking the version is the CRDs' one.
+fn custom_resource(mut value: Value, what: &str) -> Value {
+    let version = &crd::definitions()[0].spec.versions[0].name;
+    let expected = format!("{}/{version}", crd::GROUP);
+    assert_eq!(value["apiVersion"], expected.as_str(), "{what}");
+    let object = value.as_object_mut().expect("an object");
+    object.remove("apiVersion");
+    object.remove("kind");
+    value
 }
 
 /// Every document of every YAML file under `deploy/`, with where it came from.
@@ -88,6 +103,14 @@ fn manifests() -> Vec<(String, Manifest)> {
                 "CustomResourceDefinition" => {
                     typed::<CustomResourceDefinition>(value, &what);
                     Manifest::Crd
+                }
+                "ContainerPolicy" => {
+                    typed::<crd::ContainerPolicy>(custom_resource(value, &what), &what);
+                    Manifest::Policy
+                }
+                "ClusterContainerPolicy" => {
+                    typed::<crd::ClusterContainerPolicy>(custom_resource(value, &what), &what);
+                    Manifest::Policy
                 }
                 other => panic!("{what}: no test knows kind {other:?}; add it here"),
             };
