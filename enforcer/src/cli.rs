@@ -55,6 +55,10 @@ pub enum Command {
     Apply(cmd::apply::Args),
     /// Kernel-side debug logs: switch them on or off, or follow them.
     Debug(cmd::debug::Args),
+    /// Print the Kubernetes CustomResourceDefinitions (ContainerPolicy, ClusterContainerPolicy)
+    /// as YAML (`enforcer crds | kubectl apply -f -`).
+    #[command(visible_alias = "crd")]
+    Crds,
     /// Print this binary's version and commit, its BPF object's build and the build pinned here.
     Version,
     /// Print a shell completion script (`source <(enforcer completion bash)`).

@@ -50,6 +50,7 @@ fn main() -> ExitCode {
         Command::CheckChild(args) => cmd::check::child(args),
         Command::Apply(args) => cmd::apply::run(args, bpf),
         Command::Debug(args) => cmd::debug::run(args, bpf),
+        Command::Crds => cmd::crds::run(),
         Command::Version => cmd::meta::version(bpf),
         Command::Completion(args) => cmd::meta::completion(args, command()),
         Command::Man(args) => cmd::meta::man(args, command()),

@@ -4,7 +4,9 @@
 //! subcommands (benches) can reuse the VM runner and so other tools can call [`bpf_env`].
 
 pub mod cmd;
+pub mod crds;
 pub mod guest;
+pub mod image;
 pub mod initramfs;
 pub mod kernels;
 pub mod libtest;

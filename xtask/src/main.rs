@@ -7,11 +7,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
-use xtask::guest;
 use xtask::kernels::{self, Kernel, Series};
 use xtask::libtest::{Report, Verdict};
 use xtask::vm::{self, VmOutcome, VmSpec};
 use xtask::{cmd, initramfs, runtimes, sysdeps, toolchain, workspace_root};
+use xtask::{crds, guest, image};
 
 mod bench;
 mod lint;
@@ -32,6 +32,11 @@ enum Cmd {
     /// Build the static binaries the VM runs (enforcer, probe, the VM test executable).
     #[command(hide = true)]
     BuildGuest,
+    /// Write the Kubernetes CRDs generated from the Rust types to deploy/crds.yaml.
+    Crds,
+    /// Build the container image (static enforcer, FROM scratch) as an OCI archive under
+    /// target/image/, for `ctr images import` or `podman load`.
+    Image,
     /// rustfmt, clippy (host crates and the BPF crate) and the docs, warnings denied.
     Lint,
     /// Host unit tests, then the VM tests on each kernel.
@@ -95,6 +100,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             for (guest_path, host) in bins.initramfs_entries() {
                 println!("/{guest_path}: {}", host.display());
             }
+        }
+        Cmd::Crds => crds::write()?,
+        Cmd::Image => {
+            toolchain::bootstrap()?;
+            let archive = image::build_checked(env!("CARGO_PKG_VERSION"))?;
+            println!("{}", archive.display());
         }
         Cmd::Lint => lint::run()?,
         Cmd::Test(args) => return test(args),

@@ -2,6 +2,7 @@
 pub mod apply;
 pub mod attach;
 pub mod check;
+pub mod crds;
 pub mod daemon;
 pub mod debug;
 pub mod detach;
