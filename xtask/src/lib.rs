@@ -6,6 +6,7 @@
 pub mod cmd;
 pub mod guest;
 pub mod initramfs;
+pub mod k8s;
 pub mod kernels;
 pub mod libtest;
 pub mod runtimes;
