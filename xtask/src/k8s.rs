@@ -198,15 +198,7 @@ fn fetch_source(scratch: &Path) -> Result<PathBuf> {
             system.display()
         )
     })?;
-    let deb_src: String = sources
-        .lines()
-        .map(|l| match l.trim().strip_prefix("Types:") {
-            Some(_) => "Types: deb-src".to_owned(),
-            None => l.to_owned(),
-        })
-        .map(|l| l + "\n")
-        .collect();
-    fs::write(parts.join("debian-src.sources"), deb_src)?;
+    fs::write(parts.join("debian-src.sources"), as_deb_src(&sources))?;
     let conf = apt.join("apt.conf");
     fs::write(
         &conf,
@@ -266,6 +258,19 @@ fn fetch_source(scratch: &Path) -> Result<PathBuf> {
     Ok(tree)
 }
 
+/// The deb822 `sources` with every entry turned into a source-package entry (same mirrors,
+/// suites and keys).
+fn as_deb_src(sources: &str) -> String {
+    sources
+        .lines()
+        .map(|l| match l.trim().strip_prefix("Types:") {
+            Some(_) => "Types: deb-src",
+            None => l,
+        })
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
 /// Replaces the vendored reflect2 by Debian's package files (its go.mod and tests left out, as
 /// vendored packages have none).
 fn swap_reflect2(tree: &Path, debian: &Path) -> Result<()> {
@@ -307,4 +312,20 @@ pub fn run_host_tests() -> Result<()> {
             .env("ENFORCER_K8S_BIN", bin),
     )
     .context("host control-plane tests failed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_entries_keep_mirrors_suites_and_keys() {
+        let system = "Types: deb\nURIs: http://deb.example/debian\nSuites: bookworm bookworm-updates\n\
+                      Signed-By: /k.gpg\n\nTypes: deb\nURIs: http://sec.example\nSuites: bookworm-security\n";
+        assert_eq!(
+            as_deb_src(system),
+            "Types: deb-src\nURIs: http://deb.example/debian\nSuites: bookworm bookworm-updates\n\
+             Signed-By: /k.gpg\n\nTypes: deb-src\nURIs: http://sec.example\nSuites: bookworm-security\n"
+        );
+    }
 }
