@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::{cmd, sysdeps, toolchain};
 
-/// The source package version, pinned: its orig tarball is checked against [`ORIG_SHA256`].
+/// The source package version, pinned: its orig tarball is checked against a pinned sha256.
 pub const SOURCE_VERSION: &str = "1.20.5+really1.20.2-1.1+deb12u1";
 /// What `--version` of the built binaries reports.
 pub const KUBERNETES_VERSION: &str = "v1.20.2";
