@@ -22,6 +22,8 @@ use anyhow::{Context, Result, bail};
 pub const BIN_ENV: &str = "ENFORCER_K8S_BIN";
 /// The apiserver's ServiceAccount token issuer (and so the tokens' default audience).
 const ISSUER: &str = "https://kubernetes.default.svc";
+/// The node whose kubelet identity [`ControlPlane::node`] holds.
+pub const NODE: &str = "node1";
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The directory holding `etcd`, `kube-apiserver` and `kubectl`, from [`BIN_ENV`].
@@ -45,6 +47,10 @@ pub struct ControlPlane {
     pub server: String,
     /// A kubeconfig for the admin (`system:masters`).
     pub admin: PathBuf,
+    /// A kubeconfig for the kubelet of node [`NODE`] (`system:node:<name>` in `system:nodes`),
+    /// for tests that play the kubelet: the Node authorizer lets it write its own Node and the
+    /// status of pods bound to it, nothing else.
+    pub node: PathBuf,
     /// From starting etcd to the apiserver's `/readyz` answering ok.
     pub ready_after: Duration,
 }
@@ -54,14 +60,13 @@ impl ControlPlane {
     pub fn start() -> Result<Self> {
         let bin = bin_dir()?;
         let dir = fresh_dir()?;
-        let admin_token = random_token()?;
+        let (admin_token, node_token) = (random_token()?, random_token()?);
         fs::write(
             dir.join("tokens.csv"),
-            // token,user,uid,"groups": the admin for tests and kubectl, and a node identity for
-            // tests that play the kubelet (the Node authorizer keys on `system:node:<name>`).
+            // token,user,uid,"groups"
             format!(
-                "{admin_token},admin,admin,\"system:masters\"\n{},system:node:node1,node1,\"system:nodes\"\n",
-                random_token()?
+                "{admin_token},admin,admin,\"system:masters\"\n\
+                 {node_token},system:node:{NODE},{NODE},\"system:nodes\"\n"
             ),
         )?;
         // The key ServiceAccount tokens are signed with, and its public half that checks them.
@@ -131,6 +136,7 @@ impl ControlPlane {
         let server = format!("https://127.0.0.1:{secure}");
         let mut plane = ControlPlane {
             admin: dir.join("admin.kubeconfig"),
+            node: dir.join("node.kubeconfig"),
             dir,
             bin,
             etcd,
@@ -139,6 +145,7 @@ impl ControlPlane {
             ready_after: Duration::ZERO,
         };
         plane.write_kubeconfig(&plane.admin, "admin", &admin_token)?;
+        plane.write_kubeconfig(&plane.node, &format!("system:node:{NODE}"), &node_token)?;
         plane.wait_ready(started)?;
         Ok(plane)
     }

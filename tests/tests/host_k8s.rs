@@ -12,7 +12,7 @@ use std::process::{Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use control_plane::{ControlPlane, output_ok, text};
+use control_plane::{ControlPlane, NODE, output_ok, text};
 
 /// The manifests under test: a placeholder set with the shape of the agent's (CRD, RBAC,
 /// DaemonSet) until `deploy/` holds the real ones.
@@ -221,6 +221,20 @@ fn a_service_account_token_is_held_to_its_cluster_role() {
         "403 Forbidden",
         "listing secrets with the ServiceAccount token"
     );
+    // The kubelet identity may register its own Node, and nothing lets the agent do that.
+    let node = format!("apiVersion: v1\nkind: Node\nmetadata: {{name: {NODE}}}\n");
+    let file = std::env::temp_dir().join(format!("host-k8s-node-{}.yaml", std::process::id()));
+    fs::write(&file, &node).unwrap();
+    let file_arg = file.display().to_string();
+    let as_agent = output_ok(plane.kubectl_with(&agent).args(["create", "-f", &file_arg]));
+    let as_node = output_ok(
+        plane
+            .kubectl_with(&plane.node)
+            .args(["create", "-f", &file_arg]),
+    );
+    let _ = fs::remove_file(&file);
+    assert!(as_agent.is_err(), "the agent created a Node");
+    as_node.unwrap_or_else(|e| panic!("the kubelet identity cannot create its Node: {e:#}"));
     // The same identity through kubectl's usual verbs, as the agent's operators would check it.
     let whoami = output_ok(
         plane
