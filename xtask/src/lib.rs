@@ -8,6 +8,7 @@ pub mod crds;
 pub mod guest;
 pub mod image;
 pub mod initramfs;
+pub mod k8s;
 pub mod kernels;
 pub mod libtest;
 pub mod runtimes;

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use xtask::kernels::{self, Kernel, Series};
 use xtask::libtest::{Report, Verdict};
 use xtask::vm::{self, VmOutcome, VmSpec};
-use xtask::{cmd, initramfs, runtimes, sysdeps, toolchain, workspace_root};
+use xtask::{cmd, initramfs, k8s, runtimes, sysdeps, toolchain, workspace_root};
 use xtask::{crds, guest, image};
 
 mod bench;
@@ -39,6 +39,8 @@ enum Cmd {
     Image,
     /// rustfmt, clippy (host crates and the BPF crate) and the docs, warnings denied.
     Lint,
+    /// Build (once, then cached) etcd and Kubernetes 1.20 for the tests; print where they are.
+    K8s,
     /// Host unit tests, then the VM tests on each kernel.
     Test(TestArgs),
     /// Boot the 6.12 kernel and run the demo script, streaming the console.
@@ -108,6 +110,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", archive.display());
         }
         Cmd::Lint => lint::run()?,
+        Cmd::K8s => k8s::print_paths()?,
         Cmd::Test(args) => return test(args),
         Cmd::Demo(args) => return demo(args),
         Cmd::Bench(which) => return bench::run(which),
@@ -293,6 +296,8 @@ fn test(args: TestArgs) -> Result<ExitCode> {
             "host_cli",
         ]))
         .context("native syscall-layer tests failed")?;
+        eprintln!("== host control-plane tests (etcd and kube-apiserver on loopback)");
+        k8s::run_host_tests()?;
     }
     eprintln!("== guest binaries");
     let (initrd, bins) = prepare_vm_bins("test")?;
