@@ -34,6 +34,9 @@ const ALREADY_RUNNING: i32 = 8;
 const DAEMON_GONE: i32 = 9;
 /// TCG is slow: generous, but bounded.
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a daemon gets to say it runs: a first start loads and verifies every program, tens of
+/// seconds under TCG on a busy host.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Lines a child prints on one stream, collected by a thread.
 type Lines = Arc<Mutex<Vec<String>>>;
@@ -114,7 +117,7 @@ impl Daemon {
             stdout,
             stderr,
         };
-        let deadline = Instant::now() + TIMEOUT;
+        let deadline = Instant::now() + START_TIMEOUT;
         while !daemon.stderr().contains("daemon running") {
             if let Some(status) = daemon.child.try_wait().expect("try_wait") {
                 panic!("the daemon exited at start ({status}): {}", daemon.stderr());
