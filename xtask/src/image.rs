@@ -51,16 +51,16 @@ pub fn image_name(version: &str) -> String {
 /// Builds the shipped static binary (release, default features: what a user runs), writes its
 /// archive and checks it (see [`write`] and [`check`]); returns the archive's path.
 pub fn build(version: &str) -> Result<PathBuf> {
-    let archive = write(&build_static_enforcer()?, version)?;
+    let archive = write(&build_static_enforcer()?, version, "target/image")?;
     check(&archive, false)?;
     Ok(archive)
 }
 
-/// Writes `target/image/enforcer-<version>.oci.tar` holding `binary` (a static enforcer), read
-/// back once to check it; returns its path.
-pub fn write(binary: &Path, version: &str) -> Result<PathBuf> {
+/// Writes `<dir>/enforcer-<version>.oci.tar` (`dir` relative to the workspace) holding `binary`
+/// (a static enforcer), read back once to check it; returns its path.
+pub fn write(binary: &Path, version: &str, dir: &str) -> Result<PathBuf> {
     let bytes = fs::read(binary).with_context(|| format!("cannot read {}", binary.display()))?;
-    let out = workspace_root().join(format!("target/image/enforcer-{version}.oci.tar"));
+    let out = workspace_root().join(format!("{dir}/enforcer-{version}.oci.tar"));
     fs::create_dir_all(out.parent().expect("has a parent"))?;
     let archive = write_archive(&bytes, version)?;
     fs::write(&out, &archive).with_context(|| format!("cannot write {}", out.display()))?;
@@ -370,7 +370,7 @@ fn check_with_skopeo(archive: &Path) -> Result<bool> {
         inspect.contains("application/vnd.oci.image.manifest.v1+json"),
         "skopeo: {inspect}"
     );
-    let dir = workspace_root().join("target/image/skopeo-check");
+    let dir = archive.with_extension("skopeo-check");
     let _ = fs::remove_dir_all(&dir);
     let dest = format!("dir:{}", dir.display());
     cmd::run(Command::new("skopeo").args(["copy", "--quiet", &source, &dest]))?;
