@@ -49,7 +49,7 @@ pub fn image_name(version: &str) -> String {
 }
 
 /// Builds the shipped static binary (release, default features: what a user runs), writes its
-/// archive and checks it (see [`write`] and [`check`]); returns the archive's path.
+/// archive and checks it (see [`write()`] and [`check()`]); returns the archive's path.
 pub fn build(version: &str) -> Result<PathBuf> {
     let archive = write(&build_static_enforcer()?, version, "target/image")?;
     check(&archive, false)?;
@@ -80,7 +80,7 @@ pub fn write(binary: &Path, version: &str, dir: &str) -> Result<PathBuf> {
 
 /// Has a real image tool read the archive: Debian's `skopeo` (installed first when `install`
 /// and we are root), which parses the layout as `podman load` does and checks every blob's
-/// digest while copying it out. Without skopeo it says so and passes: [`write`] has read the
+/// digest while copying it out. Without skopeo it says so and passes: [`write()`] has read the
 /// archive back already.
 pub fn check(archive: &Path, install: bool) -> Result<()> {
     if install {
