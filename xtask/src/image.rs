@@ -22,7 +22,7 @@ use oci_spec::image::{
 };
 use sha2::{Digest as _, Sha256};
 
-use crate::{cmd, toolchain, workspace_root};
+use crate::{cmd, sysdeps, toolchain, workspace_root};
 
 /// The annotation containerd's `ctr images import` names the image by.
 const CONTAINERD_IMAGE_NAME: &str = "io.containerd.image.name";
@@ -48,12 +48,19 @@ pub fn image_name(version: &str) -> String {
     format!("docker.io/library/enforcer:{version}")
 }
 
-/// Builds the shipped static binary (release, default features: what a user runs) and writes the
-/// archive; returns its path.
+/// Builds the shipped static binary (release, default features: what a user runs), writes its
+/// archive and checks it (see [`write()`] and [`check()`]); returns the archive's path.
 pub fn build(version: &str) -> Result<PathBuf> {
-    let binary = build_static_enforcer()?;
-    let bytes = fs::read(&binary).with_context(|| format!("cannot read {}", binary.display()))?;
-    let out = workspace_root().join(format!("target/image/enforcer-{version}.oci.tar"));
+    let archive = write(&build_static_enforcer()?, version, "target/image")?;
+    check(&archive, false)?;
+    Ok(archive)
+}
+
+/// Writes `<dir>/enforcer-<version>.oci.tar` (`dir` relative to the workspace) holding `binary`
+/// (a static enforcer), read back once to check it; returns its path.
+pub fn write(binary: &Path, version: &str, dir: &str) -> Result<PathBuf> {
+    let bytes = fs::read(binary).with_context(|| format!("cannot read {}", binary.display()))?;
+    let out = workspace_root().join(format!("{dir}/enforcer-{version}.oci.tar"));
     fs::create_dir_all(out.parent().expect("has a parent"))?;
     let archive = write_archive(&bytes, version)?;
     fs::write(&out, &archive).with_context(|| format!("cannot write {}", out.display()))?;
@@ -71,15 +78,20 @@ pub fn build(version: &str) -> Result<PathBuf> {
     Ok(out)
 }
 
-/// [`build`], then has skopeo check the archive when it is installed (say which happened).
-pub fn build_checked(version: &str) -> Result<PathBuf> {
-    let archive = build(version)?;
-    if check_with_skopeo(&archive)? {
+/// Has a real image tool read the archive: Debian's `skopeo` (installed first when `install`
+/// and we are root), which parses the layout as `podman load` does and checks every blob's
+/// digest while copying it out. Without skopeo it says so and passes: [`write()`] has read the
+/// archive back already.
+pub fn check(archive: &Path, install: bool) -> Result<()> {
+    if install {
+        sysdeps::ensure_packages(&["skopeo"])?;
+    }
+    if check_with_skopeo(archive)? {
         eprintln!("skopeo read the archive and copied every blob");
     } else {
         eprintln!("skopeo is not installed: the archive was only checked by reading it back");
     }
-    Ok(archive)
+    Ok(())
 }
 
 /// `cargo build --release -p enforcer` linked statically (`+crt-static`, as the VM's binaries),
@@ -348,7 +360,7 @@ pub fn read_archive(archive: &[u8]) -> Result<ImageSummary> {
 
 /// Has `skopeo` (Debian's, if installed) read the archive and copy it out, which checks the
 /// layout and every digest the way `podman load` does. `Ok(false)` when skopeo is absent.
-pub fn check_with_skopeo(archive: &Path) -> Result<bool> {
+fn check_with_skopeo(archive: &Path) -> Result<bool> {
     if Command::new("skopeo").arg("--version").output().is_err() {
         return Ok(false);
     }
@@ -358,7 +370,7 @@ pub fn check_with_skopeo(archive: &Path) -> Result<bool> {
         inspect.contains("application/vnd.oci.image.manifest.v1+json"),
         "skopeo: {inspect}"
     );
-    let dir = workspace_root().join("target/image/skopeo-check");
+    let dir = archive.with_extension("skopeo-check");
     let _ = fs::remove_dir_all(&dir);
     let dest = format!("dir:{}", dir.display());
     cmd::run(Command::new("skopeo").args(["copy", "--quiet", &source, &dest]))?;

@@ -290,10 +290,24 @@ fn operation_names() -> Vec<&'static str> {
 #[serde(rename_all = "camelCase")]
 pub struct PolicyStatus {
     /// One entry per node that failed to enforce the policy, each owned by that node's agent.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["node"]))]
+    // Nullable: when the last owner applies its entry away, server-side apply leaves `null`.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_empty"
+    )]
+    #[schemars(extend(
+        "x-kubernetes-list-type" = "map",
+        "x-kubernetes-list-map-keys" = ["node"],
+        "nullable" = true
+    ))]
     #[schemars(length(max = MAX_NODE_ENTRIES))]
     pub nodes: Vec<NodeStatus>,
+}
+
+/// `null` (what the apiserver stores once every entry is gone) read as no entries.
+fn null_as_empty<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<NodeStatus>, D::Error> {
+    Ok(Option::deserialize(deserializer)?.unwrap_or_default())
 }
 
 /// One node's report on a policy it could not fully enforce.

@@ -63,6 +63,8 @@ fn status_is_a_subresource_and_a_bounded_map_keyed_by_node() {
             serde_json::json!(["node"])
         );
         assert_eq!(nodes["maxItems"], MAX_NODE_ENTRIES);
+        // Removing the last entry by server-side apply leaves `null` behind.
+        assert_eq!(nodes["nullable"], true);
         // A list-map key must always be present.
         let required = nodes["items"]["required"].as_array().expect("required");
         assert!(required.contains(&"node".into()), "{required:?}");
@@ -146,6 +148,12 @@ fn an_unknown_operation_or_action_is_refused_by_the_agent_too() {
     );
     let bad_action = "podSelector: {}\nactions: {mount: allow}\n";
     assert!(serde_yaml_ng::from_str::<ContainerPolicySpec>(bad_action).is_err());
+}
+
+#[test]
+fn a_status_whose_last_entry_was_removed_reads_as_empty() {
+    let status: PolicyStatus = serde_json::from_str(r#"{"nodes": null}"#).expect("status");
+    assert!(status.nodes.is_empty());
 }
 
 #[test]
