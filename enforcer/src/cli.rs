@@ -1,14 +1,10 @@
 //! The command line (clap only): the subcommands, the operation names that `--deny`, `--audit`
 //! and `--kill` take (for `--help` and completions) and the examples at the end of `--help`.
 //! Every subcommand's own arguments live in its `cmd` module.
-use std::ffi::OsStr;
 #[cfg(feature = "testing")]
 use std::path::PathBuf;
 
-use clap::{
-    CommandFactory, Parser, Subcommand,
-    builder::{PossibleValue, TypedValueParser},
-};
+use clap::{CommandFactory, Parser, Subcommand};
 use enforcer_common::OPERATIONS;
 
 use crate::cmd;
@@ -97,34 +93,6 @@ pub fn command() -> clap::Command {
     Cli::command().after_help(after_help())
 }
 
-/// The values of `--deny`, `--audit` and `--kill`: a comma list of operation names or `all`.
-/// Any text passes here (the policy compiler judges it, with its own exit code); the names are
-/// declared so that `--help` and the shell completions list them, with what each covers.
-#[derive(Clone, Copy)]
-pub struct Ops;
-
-impl TypedValueParser for Ops {
-    type Value = String;
-
-    fn parse_ref(
-        &self,
-        _: &clap::Command,
-        _: Option<&clap::Arg>,
-        value: &OsStr,
-    ) -> Result<String, clap::Error> {
-        Ok(value.to_string_lossy().into_owned())
-    }
-
-    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
-        Some(Box::new(
-            OPERATIONS
-                .iter()
-                .map(|spec| PossibleValue::new(spec.name).help(spec.summary))
-                .chain([PossibleValue::new("all").help("every operation")]),
-        ))
-    }
-}
-
 /// The end of the top-level `--help`: the operations and a few examples.
 pub fn after_help() -> String {
     let mut out = String::from("Operations (for --deny, --audit and --kill, as a comma list):\n");
@@ -160,12 +128,5 @@ mod tests {
         for spec in OPERATIONS {
             assert!(help.contains(spec.name), "{}: {help}", spec.name);
         }
-        let values: Vec<String> = Ops
-            .possible_values()
-            .expect("values")
-            .map(|value| value.get_name().to_owned())
-            .collect();
-        assert_eq!(values.len(), OPERATIONS.len() + 1);
-        assert_eq!(values.last().map(String::as_str), Some("all"));
     }
 }

@@ -9,7 +9,8 @@ use super::{
     attach::{Swap, attach_pinned, recover_staged_links, verify_program, verify_programs},
     error::kernel_btf,
     kernel::{prepare_kernel, require_root},
-    maps::{self, check_pinned_maps, open_policy_maps, write_build},
+    map_names,
+    maps::{check_pinned_maps, open_policy_maps, write_build},
     migrate::migrate,
     object::{Bpf, build_name, load_object},
     pins::{Pins, older_abi, pinned_abis, refuse_newer_abis},
@@ -164,7 +165,7 @@ fn replace_programs(bpf: &Bpf, pins: &Pins) -> Result<ReplaceReport, LoaderError
     let result = (|| {
         recover_staged_links(pins)?;
         check_pinned_maps(pins)?;
-        let kept_maps = maps::MAPS
+        let kept_maps = map_names::MAPS
             .iter()
             .filter(|name| pins.map(name).exists())
             .count();
@@ -205,7 +206,7 @@ fn replace_programs(bpf: &Bpf, pins: &Pins) -> Result<ReplaceReport, LoaderError
         }
         write_build(pins, bpf.build())?;
         // The older builds' setup map: their programs are gone, and with them its last user.
-        let _ = fs::remove_file(pins.map(maps::MAP_EXEMPT_OLD));
+        let _ = fs::remove_file(pins.map(map_names::MAP_EXEMPT_OLD));
         Ok(done)
     })();
     if result.is_err() && fresh {

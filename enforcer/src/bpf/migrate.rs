@@ -11,10 +11,8 @@ use super::{
     Bpf, LoaderError,
     attach::{attach_pinned, verify_programs},
     error::kernel_btf,
-    maps::{
-        MAP_CONFIG, MAP_COUNTERS, MAP_POLICIES, layout_err, open_policy_maps, open_typed,
-        write_build,
-    },
+    map_names::{MAP_CONFIG, MAP_COUNTERS, MAP_POLICIES},
+    maps::{layout_err, open_policy_maps, open_typed, write_build},
     object::load_object,
     pins::Pins,
 };

@@ -27,6 +27,7 @@ pub mod bench;
 mod error;
 mod install;
 mod kernel;
+mod map_names;
 mod maps;
 mod migrate;
 mod object;

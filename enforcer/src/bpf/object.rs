@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use aya::{Btf, Ebpf, EbpfLoader};
 use enforcer_common::{ABI_VERSION, KernelLayout};
 
-use super::{LoaderError, maps, pins::Pins};
+use super::{LoaderError, map_names, pins::Pins};
 
 /// The BPF object built by build.rs from the `enforcer-ebpf` crate.
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer-bpf"));
@@ -132,7 +132,7 @@ pub(super) fn load_object(bpf: &Bpf, pins: &Pins, btf: &Btf) -> Result<Ebpf, Loa
     let mut loader = EbpfLoader::new();
     loader.btf(Some(btf));
     loader.override_global("LAYOUT", kernel_layout()?, true);
-    for name in maps::MAPS.into_iter().chain(maps::SHARED) {
+    for name in map_names::MAPS.into_iter().chain(map_names::SHARED) {
         loader.map_pin_path(name, pins.map(name));
     }
     loader

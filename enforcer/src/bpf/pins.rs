@@ -12,7 +12,7 @@ use aya::maps::{Array, Map, MapData};
 use enforcer_common::HOOKS;
 use nix::fcntl::{Flock, FlockArg};
 
-use super::{Bpf, LoaderError, kernel::require_root, maps};
+use super::{Bpf, LoaderError, kernel::require_root, map_names};
 use crate::paths::{self, PIN_BASE, STATE_LOCK};
 
 /// Paths of one ABI version's pins.
@@ -47,12 +47,12 @@ impl Pins {
     /// The maps are pinned: policies can be read and set, events consumed. True in syscall-layer
     /// mode too, where no LSM program is attached.
     pub(super) fn maps_present(&self) -> bool {
-        maps::MAPS.iter().all(|name| self.map(name).exists())
+        map_names::MAPS.iter().all(|name| self.map(name).exists())
     }
 
     /// The build whose programs the links hold, as recorded in `BUILD`.
     pub(super) fn build(&self) -> Option<u64> {
-        let map = MapData::from_pin(self.map(maps::MAP_BUILD)).ok()?;
+        let map = MapData::from_pin(self.map(map_names::MAP_BUILD)).ok()?;
         let build: Array<MapData, u64> = Array::try_from(Map::from_map_data(map).ok()?).ok()?;
         build.get(&0, 0).ok().filter(|id| *id != 0)
     }
@@ -198,7 +198,7 @@ impl Bpf {
     /// The kernel id of the pinned event ring buffer, if it is pinned: a consumer compares it
     /// with the id it opened to notice `enforcer reset` (and a later `attach` pinning a new one).
     pub fn pinned_events_id(&self) -> Option<u32> {
-        aya::maps::MapInfo::from_pin(self.pins().map(maps::MAP_EVENTS))
+        aya::maps::MapInfo::from_pin(self.pins().map(map_names::MAP_EVENTS))
             .ok()
             .map(|info| info.id())
     }

@@ -18,7 +18,7 @@ use aya::{
 };
 use enforcer_common::protect;
 
-use super::{LoaderError, maps::MAP_PROTECTED};
+use super::{LoaderError, map_names::MAP_PROTECTED};
 
 /// Rewrites `PROTECTED` under the pin directory `dir` to hold exactly the objects pinned there.
 pub fn sync(dir: &Path) -> Result<(), LoaderError> {

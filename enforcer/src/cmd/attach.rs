@@ -1,6 +1,9 @@
 //! `enforcer attach`: validate the user's request, then hand it to the daemon or set it here.
+use std::ffi::OsStr;
+
 use anyhow::Result;
-use enforcer_common::Action;
+use clap::builder::{PossibleValue, TypedValueParser};
+use enforcer_common::{Action, OPERATIONS};
 
 use crate::{
     bpf::Bpf,
@@ -20,13 +23,13 @@ pub struct Args {
     #[arg(long, value_name = "ID", conflicts_with = "cgroup")]
     pub container: Option<String>,
     /// Refuse these operations with EPERM and report them (comma list, or `all`).
-    #[arg(long, value_name = "OPS", value_parser = crate::cli::Ops)]
+    #[arg(long, value_name = "OPS", value_parser = Ops)]
     pub deny: Option<String>,
     /// Permit these operations and report them.
-    #[arg(long, value_name = "OPS", value_parser = crate::cli::Ops)]
+    #[arg(long, value_name = "OPS", value_parser = Ops)]
     pub audit: Option<String>,
     /// Kill the caller with SIGKILL, refuse and report.
-    #[arg(long, value_name = "OPS", value_parser = crate::cli::Ops)]
+    #[arg(long, value_name = "OPS", value_parser = Ops)]
     pub kill: Option<String>,
     /// Which programs act: `lsm` (the BPF LSM hooks), `syscall` (raw tracepoints at the system
     /// call boundary only: audit and kill, for kernels without BPF LSM) or `both` (LSM
@@ -87,4 +90,48 @@ pub fn run(args: Args, bpf: Bpf) -> Result<()> {
     ops::attach(bpf, &target, new_policy)?;
     print!("{}", ops::attach_report(&target, &new_policy));
     Ok(())
+}
+
+/// The values of `--deny`, `--audit` and `--kill`: a comma list of operation names or `all`.
+/// Any text passes here (the policy compiler judges it, with its own exit code); the names are
+/// declared so that `--help` and the shell completions list them, with what each covers.
+#[derive(Clone, Copy)]
+pub struct Ops;
+
+impl TypedValueParser for Ops {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        _: &clap::Command,
+        _: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<String, clap::Error> {
+        Ok(value.to_string_lossy().into_owned())
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(
+            OPERATIONS
+                .iter()
+                .map(|spec| PossibleValue::new(spec.name).help(spec.summary))
+                .chain([PossibleValue::new("all").help("every operation")]),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_operation_values_are_the_tables_and_all() {
+        let values: Vec<String> = Ops
+            .possible_values()
+            .expect("values")
+            .map(|value| value.get_name().to_owned())
+            .collect();
+        assert_eq!(values.len(), OPERATIONS.len() + 1);
+        assert_eq!(values.last().map(String::as_str), Some("all"));
+    }
 }
