@@ -5,14 +5,14 @@
 use std::{
     fs, io,
     os::unix::fs::MetadataExt,
-    path::Path,
+    path::{Path, PathBuf},
     thread,
     time::{Duration, Instant},
 };
 
 use nix::mount::{MntFlags, umount2};
 
-use super::{remove_policy, selftest::Made};
+use super::remove_policy;
 use crate::{
     bpf,
     host::{self, SECURITYFS_MAGIC},
@@ -191,6 +191,18 @@ fn remove_cgroup(dir: &Path) -> io::Result<()> {
             Err(err) => return Err(err),
         }
     }
+}
+
+/// What the self-test made, so that everything is removed again whatever happened.
+#[derive(Default)]
+pub(super) struct Made {
+    pub maps: Option<bpf::PolicyMaps>,
+    pub cgroup_dir: Option<PathBuf>,
+    /// Cgroup id whose policy the self-test set.
+    pub attached: Option<u64>,
+    pub mount_dir: Option<PathBuf>,
+    /// A key that got added although it should not have been.
+    pub key_serial: Option<i64>,
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //! not take a running `enforcer tail`'s events. The counters are exact and independent of events.
 //!
 //! This module finds and judges; the command renders its [`Check`]s as lines or JSON.
+mod attempts;
 pub mod child;
 mod leftovers;
 mod preflight;

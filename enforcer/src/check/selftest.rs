@@ -2,20 +2,21 @@
 //! operation from inside it, and the kernel's per-cgroup counters, which must show exactly one
 //! denial per operation. A failure is a typed [`Failure`], so its fix is chosen by kind.
 use std::{
-    env,
-    ffi::CString,
-    fs, io,
+    env, fs, io,
     path::{Path, PathBuf},
-    process::{self, ExitStatus},
+    process::{self, Command, ExitStatus, Stdio},
+    thread,
+    time::{Duration, Instant},
 };
 
-use enforcer_common::{Action, Counters, OPERATIONS, Operation};
+use enforcer_common::{Action, Counters, Operation};
 use nix::errno::Errno;
 
 use super::{
-    Check, Name, child,
-    child::{CallOutcome, CallReport},
-    leftovers, set_policy,
+    Check, Name,
+    attempts::{CallOutcome, CallReport, attempt, operations},
+    leftovers::{self, Made},
+    set_policy,
 };
 use crate::{
     bpf::{self, LoaderError},
@@ -46,7 +47,7 @@ pub(super) enum Failure {
     MountDir { dir: PathBuf, cause: io::Error },
     #[error("cannot start the test process: {0}")]
     StartChild(io::Error),
-    #[error("the test process did not finish within {} s", child::TIMEOUT.as_secs())]
+    #[error("the test process did not finish within {} s", TIMEOUT.as_secs())]
     ChildTimeout,
     #[error("cannot read the test process: {0}")]
     ReadChild(io::Error),
@@ -120,75 +121,6 @@ fn loader_fix(err: &LoaderError) -> String {
     }
 }
 
-/// What the child's calls act on; the parent makes them and removes them afterwards.
-pub(super) struct Targets {
-    /// An empty directory to try mounting a tmpfs on.
-    pub mount_dir: CString,
-    /// Description of the `user` key to try adding.
-    pub key: CString,
-}
-
-/// One guarded operation the child tries, and how the kernel refuses it under `deny`.
-pub(super) struct Attempt {
-    /// The system call, as the child's report names it.
-    pub call: &'static str,
-    /// The errnos of a refusal.
-    pub refused_with: &'static [i32],
-    /// Makes the call in this process.
-    pub make: fn(&Targets) -> CallOutcome,
-}
-
-/// The attempt for `op`. Every operation has one, so a new operation does not compile until the
-/// self-test tries it.
-pub(super) fn attempt(op: Operation) -> Attempt {
-    match op {
-        Operation::Settime => Attempt {
-            call: "settimeofday",
-            refused_with: &[libc::EPERM],
-            make: child::settimeofday,
-        },
-        Operation::Mount => Attempt {
-            call: "mount",
-            refused_with: &[libc::EPERM],
-            make: child::mount_tmpfs,
-        },
-        Operation::Keyctl => Attempt {
-            call: "add_key",
-            // The keys code reports a refused keyring lookup as ENOKEY (and a refused creation
-            // of the user keyring, when root has none yet, as EPERM).
-            refused_with: &[libc::ENOKEY, libc::EPERM],
-            make: child::add_user_key,
-        },
-        Operation::Reboot => Attempt {
-            call: "reboot",
-            refused_with: &[libc::EPERM],
-            make: child::reboot_wrong_magic,
-        },
-        Operation::Kexec => Attempt {
-            call: "kexec_load",
-            refused_with: &[libc::EPERM],
-            make: child::kexec_load_bad_flags,
-        },
-    }
-}
-
-/// Every operation, in the order of the operation table.
-pub(super) fn operations() -> impl Iterator<Item = Operation> {
-    OPERATIONS.iter().map(|spec| spec.op)
-}
-
-/// What the self-test made, so that everything is removed again whatever happened.
-#[derive(Default)]
-pub(super) struct Made {
-    pub maps: Option<bpf::PolicyMaps>,
-    pub cgroup_dir: Option<PathBuf>,
-    /// Cgroup id whose policy the self-test set.
-    pub attached: Option<u64>,
-    pub mount_dir: Option<PathBuf>,
-    /// A key that got added although it should not have been.
-    pub key_serial: Option<i64>,
-}
-
 /// The self-test's line.
 pub(super) fn run(bpf: bpf::Bpf, root: &Path, mounted: &leftovers::Mounted) -> Check {
     let lock = match bpf.lock() {
@@ -251,7 +183,7 @@ fn confirm_enforcement(
     })?;
     made.mount_dir = Some(mount_dir.clone());
 
-    let report = child::start(&dir, &mount_dir, &format!("enforcer-check-{pid}"))?;
+    let report = start(&dir, &mount_dir, &format!("enforcer-check-{pid}"))?;
     made.key_serial = report
         .get(attempt(Operation::Keyctl).call)
         .map(|outcome| outcome.ret)
@@ -341,6 +273,51 @@ fn counters(maps: &bpf::PolicyMaps, id: u64) -> Counters {
         }
     }
     totals
+}
+
+/// How long the parent waits for the child.
+pub(super) const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Starts `enforcer check-child` (this same binary) and returns its report.
+pub(super) fn start(cgroup_dir: &Path, mount_dir: &Path, key: &str) -> Result<CallReport, Failure> {
+    let mut child = Command::new("/proc/self/exe")
+        .arg("check-child")
+        .arg("--cgroup")
+        .arg(cgroup_dir)
+        .arg("--mount-dir")
+        .arg(mount_dir)
+        .args(["--key", key])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(Failure::StartChild)?;
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
+            _ => {
+                // Our own child, by handle.
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Failure::ChildTimeout);
+            }
+        }
+    }
+    let output = child.wait_with_output().map_err(Failure::ReadChild)?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(Failure::ChildFailed {
+            status: output.status,
+            stderr: stderr.trim().replace('\n', " "),
+        });
+    }
+    serde_json::from_str(stdout.trim()).map_err(|cause| Failure::ChildReport {
+        stdout: stdout.into_owned(),
+        cause,
+    })
 }
 
 #[cfg(test)]
