@@ -219,4 +219,37 @@ mod tests {
             &metrics
         ));
     }
+
+    #[test]
+    fn events_of_named_cgroups_take_their_names_to_the_readers() {
+        use crate::kubernetes::names::PodRef;
+
+        let names = Names::default();
+        let pod = PodRef {
+            namespace: "shop".into(),
+            pod: "web-1".into(),
+            pod_uid: "u".into(),
+            container: Some("nginx".into()),
+            policies: vec!["shop/no-mount".into()],
+        };
+        let mut event = crate::events::tests::sample();
+        event.policy_cgroup_id = 70;
+        names.set(70, pod.clone());
+        let metrics = Arc::new(Metrics::new(crate::bpf::Bpf::shipped(), None));
+        let (tx, mut rx) = broadcast::channel(4);
+        let mut fanout = Fanout::new(tx, metrics, Some(names.clone()));
+        // Not on stdout: the test's output is not the place.
+        fanout.stdout = None;
+        fanout.event(&event.into()).unwrap();
+        names.remove(70);
+        fanout.event(&event.into()).unwrap();
+        match rx.try_recv().unwrap() {
+            Frame::Named(record, got) => {
+                assert_eq!(record.raw.pid, event.pid);
+                assert_eq!(*got, pod);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(rx.try_recv().unwrap(), Frame::Event(_)));
+    }
 }
