@@ -2,12 +2,14 @@
 //! in [`agent`]) and its readers ([`crate::events::follow`]).
 //!
 //! The stream is a Unix stream socket at [`EVENT_SOCKET`] (mode 0600 in a 0700 directory: root only).
-//! The daemon first writes one line, `enforcer-events <ABI_VERSION>\n`, then frames, each a kind
-//! byte and a payload of a size fixed by the kind:
+//! The daemon first writes one line, `enforcer-events <ABI_VERSION> frames <FRAME_VERSION>`,
+//! followed by ` kubernetes` when the daemon has the node agent's names, then `\n`; then frames,
+//! each a kind byte and a payload:
 //!
 //! | kind | payload |
 //! |---|---|
 //! | `E` | one `enforcer_common::Event`, its raw bytes as the kernel wrote them |
+//! | `N` | an event as for `E`, then a `u32` size and that many bytes: the Kubernetes names of its cgroup, NUL-separated (namespace, pod, pod uid, container or empty, then each policy) |
 //! | `D` | `u64`: events lost since the last such frame because the ring buffer was full |
 //! | `L` | `u64`: events this reader missed because it read too slowly (its queue overflowed) |
 //!
@@ -17,6 +19,7 @@ pub mod agent;
 pub mod control;
 mod control_server;
 mod fanout;
+pub mod health;
 mod http;
 pub mod metrics;
 pub mod requests;
@@ -26,6 +29,7 @@ use std::{
     io::{self, Read, Seek, Write},
     os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
     path::Path,
+    sync::Arc,
     time::Duration,
 };
 
@@ -42,30 +46,38 @@ use crate::{
     bpf::LoaderError,
     error::ExitError,
     events::{self, Record},
+    kubernetes::names::PodRef,
     paths::{DAEMON_LOCK, EVENT_SOCKET, RUN_DIR},
 };
 
+/// The frame format's version, in the greeting: a reader of another one stops with a clear
+/// message rather than misreading frames.
+const FRAME_VERSION: u32 = 2;
 const KIND_EVENT: u8 = b'E';
+const KIND_NAMED: u8 = b'N';
 const KIND_DROPPED: u8 = b'D';
 const KIND_LAGGED: u8 = b'L';
 const EVENT_SIZE: usize = size_of::<Event>();
 const COUNT_SIZE: usize = size_of::<u64>();
+const NAMES_SIZE: usize = size_of::<u32>();
+/// The largest names payload (Kubernetes names are at most 253 bytes each: only a very long list
+/// of policies comes near it, and those past it are left out).
+const MAX_NAMES: usize = 16 * 1024;
 
-/// The first line of the stream.
-pub fn greeting() -> String {
-    format!("enforcer-events {ABI_VERSION}\n")
+/// The first line of the stream; `kubernetes` when the events carry the node agent's names.
+pub fn greeting(kubernetes: bool) -> String {
+    let names = if kubernetes { " kubernetes" } else { "" };
+    format!("enforcer-events {ABI_VERSION} frames {FRAME_VERSION}{names}\n")
 }
 
-/// One unit of the event stream.
-// Nearly every frame is an event, so boxing it would add an allocation per event and save nothing.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "nearly every frame is an event: boxing it costs an allocation per event"
-)]
-#[derive(Clone, Copy, Debug)]
+/// One unit of the event stream. Its events travel unboxed: nearly every frame is one, and
+/// boxing would cost an allocation per event.
+#[derive(Clone, Debug)]
 pub enum Frame {
     /// Its raw record travels; the reader decodes it as the daemon did.
     Event(Record),
+    /// An event and the Kubernetes names of its cgroup.
+    Named(Record, Arc<PodRef>),
     /// Lost by the kernel: the ring buffer was full.
     Dropped(u64),
     /// Lost by this reader: it fell behind the daemon.
@@ -78,6 +90,8 @@ pub enum ProtocolError {
     UnknownKind(u8),
     #[error("the daemon sent an unreadable event: {0}")]
     Event(#[from] events::DecodeError),
+    #[error("the daemon sent unreadable Kubernetes names ({0} bytes)")]
+    Names(usize),
 }
 
 impl Frame {
@@ -86,13 +100,14 @@ impl Frame {
         match self {
             Self::Event(record) => {
                 out.push(KIND_EVENT);
-                let event = &record.raw;
-                // SAFETY: `Event` is plain old data (integers only, explicit padding fields), so
-                // all of its `size_of::<Event>()` bytes are initialised.
-                let bytes = unsafe {
-                    std::slice::from_raw_parts((event as *const Event).cast::<u8>(), EVENT_SIZE)
-                };
-                out.extend_from_slice(bytes);
+                encode_event(record, out);
+            }
+            Self::Named(record, names) => {
+                out.push(KIND_NAMED);
+                encode_event(record, out);
+                let names = encode_names(names);
+                out.extend_from_slice(&(names.len() as u32).to_ne_bytes());
+                out.extend_from_slice(&names);
             }
             Self::Dropped(count) => {
                 out.push(KIND_DROPPED);
@@ -112,6 +127,16 @@ impl Frame {
         };
         let size = match kind {
             KIND_EVENT => EVENT_SIZE,
+            KIND_NAMED => {
+                let Some(size) = buf.get(1 + EVENT_SIZE..1 + EVENT_SIZE + NAMES_SIZE) else {
+                    return Ok(None);
+                };
+                let names = u32::from_ne_bytes(size.try_into().expect("4 bytes")) as usize;
+                if names > MAX_NAMES {
+                    return Err(ProtocolError::Names(names));
+                }
+                EVENT_SIZE + NAMES_SIZE + names
+            }
             KIND_DROPPED | KIND_LAGGED => COUNT_SIZE,
             other => return Err(ProtocolError::UnknownKind(other)),
         };
@@ -123,10 +148,56 @@ impl Frame {
         let count = || u64::from_ne_bytes(payload[..COUNT_SIZE].try_into().expect("8 bytes"));
         Ok(Some(match kind {
             KIND_EVENT => Self::Event(events::decode(&payload)?),
+            KIND_NAMED => Self::Named(
+                events::decode(&payload[..EVENT_SIZE])?,
+                Arc::new(decode_names(&payload[EVENT_SIZE + NAMES_SIZE..])?),
+            ),
             KIND_DROPPED => Self::Dropped(count()),
             _ => Self::Lagged(count()),
         }))
     }
+}
+
+fn encode_event(record: &Record, out: &mut Vec<u8>) {
+    let event = &record.raw;
+    // SAFETY: `Event` is plain old data (integers only, explicit padding fields), so all of its
+    // `size_of::<Event>()` bytes are initialised.
+    let bytes =
+        unsafe { std::slice::from_raw_parts((event as *const Event).cast::<u8>(), EVENT_SIZE) };
+    out.extend_from_slice(bytes);
+}
+
+/// NUL-separated: no Kubernetes name holds a NUL. Policies past [`MAX_NAMES`] are left out.
+fn encode_names(names: &PodRef) -> Vec<u8> {
+    let mut fields = vec![
+        names.namespace.as_str(),
+        names.pod.as_str(),
+        names.pod_uid.as_str(),
+        names.container.as_deref().unwrap_or(""),
+    ];
+    let mut size = fields.iter().map(|f| f.len() + 1).sum::<usize>();
+    for policy in &names.policies {
+        size += policy.len() + 1;
+        if size > MAX_NAMES {
+            break;
+        }
+        fields.push(policy);
+    }
+    fields.join("\0").into_bytes()
+}
+
+fn decode_names(bytes: &[u8]) -> Result<PodRef, ProtocolError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| ProtocolError::Names(bytes.len()))?;
+    let mut fields = text.split('\0').map(str::to_owned);
+    let mut next = || fields.next().ok_or(ProtocolError::Names(bytes.len()));
+    let (namespace, pod, pod_uid, container) = (next()?, next()?, next()?, next()?);
+    Ok(PodRef {
+        namespace,
+        pod,
+        pod_uid,
+        container: (!container.is_empty()).then_some(container),
+        policies: fields.collect(),
+    })
 }
 
 /// Creates [`RUN_DIR`] (mode 0700), or makes an existing one 0700.
@@ -197,17 +268,24 @@ pub fn lock_instance() -> Result<InstanceLock> {
 /// How long a daemon may take to greet a new reader.
 const GREETING_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The running daemon's event stream, past its greeting.
+pub struct EventStream {
+    pub stream: UnixStream,
+    /// The daemon has the Kubernetes node agent's names: its events carry them.
+    pub kubernetes: bool,
+}
+
 /// Connects to the running daemon's event stream and reads its greeting. `None` when no daemon
 /// accepts (no socket, a stale one, or no permission: the caller then reads the ring buffer itself,
 /// which reports a missing privilege in its own words).
-pub async fn connect() -> Result<Option<UnixStream>> {
+pub async fn connect() -> Result<Option<EventStream>> {
     if !Path::new(EVENT_SOCKET).exists() {
         return Ok(None);
     }
     let Ok(mut stream) = UnixStream::connect(EVENT_SOCKET).await else {
         return Ok(None);
     };
-    let expected = greeting();
+    let expected = greeting(false);
     let mut line = Vec::new();
     let read = async {
         // Byte by byte, so nothing after the line is consumed here.
@@ -227,14 +305,15 @@ pub async fn connect() -> Result<Option<UnixStream>> {
             "the enforcer daemon at {EVENT_SOCKET} did not answer within {GREETING_TIMEOUT:?}; check it is healthy (its stderr), or stop it to read the ring buffer directly"
         ),
     }
-    if line != expected.as_bytes() {
+    let kubernetes = line == greeting(true).as_bytes();
+    if line != expected.as_bytes() && !kubernetes {
         anyhow::bail!(
             "the enforcer daemon at {EVENT_SOCKET} speaks {:?}, this enforcer reads {:?}; run the enforcer binary of the same version as the daemon",
             String::from_utf8_lossy(&line).trim_end(),
             expected.trim_end()
         );
     }
-    Ok(Some(stream))
+    Ok(Some(EventStream { stream, kubernetes }))
 }
 
 #[cfg(test)]
@@ -280,6 +359,23 @@ mod tests {
         Frame::Dropped(5).encode(&mut wire);
         Frame::Lagged(7).encode(&mut wire);
         assert_eq!(wire.len(), 1 + EVENT_SIZE + 2 * (1 + 8));
+        let names = PodRef {
+            namespace: "shop".into(),
+            pod: "web-1".into(),
+            pod_uid: "1234".into(),
+            container: Some("nginx".into()),
+            policies: vec!["shop/no-mount".into(), "baseline".into()],
+        };
+        Frame::Named(sample().into(), Arc::new(names.clone())).encode(&mut wire);
+        Frame::Named(
+            sample().into(),
+            Arc::new(PodRef {
+                container: None,
+                policies: Vec::new(),
+                ..names.clone()
+            }),
+        )
+        .encode(&mut wire);
 
         // Fed one byte at a time, each frame comes out once it is whole, and only then.
         let mut buf = BytesMut::new();
@@ -291,8 +387,8 @@ mod tests {
             }
         }
         assert!(buf.is_empty());
-        assert_eq!(frames.len(), 3);
-        match frames[0] {
+        assert_eq!(frames.len(), 5);
+        match &frames[0] {
             Frame::Event(record) => {
                 let event = record.raw;
                 assert_eq!(event.pid, 4242);
@@ -303,6 +399,20 @@ mod tests {
         }
         assert!(matches!(frames[1], Frame::Dropped(5)));
         assert!(matches!(frames[2], Frame::Lagged(7)));
+        match &frames[3] {
+            Frame::Named(record, got) => {
+                assert_eq!(record.raw.pid, 4242);
+                assert_eq!(**got, names);
+            }
+            other => panic!("{other:?}"),
+        }
+        match &frames[4] {
+            Frame::Named(_, got) => {
+                assert_eq!(got.container, None);
+                assert!(got.policies.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -315,7 +425,14 @@ mod tests {
     }
 
     #[test]
-    fn the_greeting_names_the_abi() {
-        assert_eq!(greeting(), format!("enforcer-events {ABI_VERSION}\n"));
+    fn the_greeting_names_the_abi_and_the_frames() {
+        assert_eq!(
+            greeting(false),
+            format!("enforcer-events {ABI_VERSION} frames 2\n")
+        );
+        assert_eq!(
+            greeting(true),
+            format!("enforcer-events {ABI_VERSION} frames 2 kubernetes\n")
+        );
     }
 }

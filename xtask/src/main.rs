@@ -294,6 +294,9 @@ fn test(args: TestArgs) -> Result<ExitCode> {
             "host_ops",
             "--test",
             "host_cli",
+            // The daemon without BPF LSM: probes, metrics, two tails.
+            "--test",
+            "host_daemon",
         ]))
         .context("native syscall-layer tests failed")?;
         eprintln!("== host control-plane tests (etcd and kube-apiserver on loopback)");

@@ -186,6 +186,12 @@ impl Bpf {
         self.pins().complete()
     }
 
+    /// True when every map of this build's ABI is pinned: enough for the syscall layer, which
+    /// needs no LSM program.
+    pub fn maps_pinned(&self) -> bool {
+        self.pins().maps_present()
+    }
+
     /// How many of this ABI's programs have their link pinned (attached).
     pub fn attached_links(&self) -> usize {
         let pins = self.pins();

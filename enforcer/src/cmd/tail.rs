@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use crate::{
     bpf::Bpf,
     cgroup,
-    events::{self, Filter, FollowError, Output},
+    events::{self, Filter, FollowError, Output, PodFilter},
 };
 
 #[derive(clap::Args)]
@@ -19,15 +19,29 @@ pub struct Args {
     /// One JSON object per line (schema in the README).
     #[arg(long)]
     pub json: bool,
+    /// Only events from pods of this Kubernetes namespace (names come from `enforcer daemon
+    /// --kubernetes`, its node agent).
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Only events from the pod of this name (needs the daemon's node agent).
+    #[arg(long, value_name = "NAME")]
+    pub pod: Option<String>,
+    /// Only events from containers of this name (needs the daemon's node agent).
+    #[arg(long, value_name = "NAME")]
+    pub container: Option<String>,
 }
 
 pub fn run(args: Args, bpf: Bpf) -> Result<()> {
-    let filter = args
-        .cgroup
-        .as_deref()
-        .map(cgroup::resolve)
-        .transpose()?
-        .map(|cgroup| Filter::subtree(cgroup.path));
+    let pods = PodFilter {
+        namespace: args.namespace,
+        pod: args.pod,
+        container: args.container,
+    };
+    let filter = match args.cgroup.as_deref().map(cgroup::resolve).transpose()? {
+        Some(cgroup) => Some(Filter::subtree(cgroup.path).with_pods(pods)),
+        None if pods.is_empty() => None,
+        None => Some(Filter::default().with_pods(pods)),
+    };
     let mut output = Output::new(args.json);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -3,9 +3,16 @@
 //! It is the single consumer of the ring buffer while it runs, writes every event as a JSON line
 //! to stdout, fans the raw events out to any number of readers over [`EVENT_SOCKET`], carries out
 //! policy changes for the CLI over [`CONTROL_SOCKET`] (logging each as a `state` record on
-//! stdout), serves Prometheus metrics when asked, and follows the pins as `enforcer reset` and a
-//! later `attach` replace them.
-use std::{fs, io, net::SocketAddr, os::unix::fs::PermissionsExt, sync::Arc, time::Duration};
+//! stdout), serves Prometheus metrics and the `/healthz` and `/readyz` probes when asked, and
+//! follows the pins as `enforcer reset` and a later `attach` replace them. Given the Kubernetes
+//! node agent's names, its events and metrics carry them.
+use std::{
+    fs, io,
+    net::SocketAddr,
+    os::unix::fs::PermissionsExt,
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
 
 use anyhow::{Context, Result};
 use tokio::{
@@ -17,12 +24,14 @@ use tokio::{
 use super::{
     control_server::ControlServer,
     fanout::{self, Fanout, READER_QUEUE},
+    health::Health,
     http,
     metrics::Metrics,
 };
 use crate::{
     bpf,
     events::consumer::Consumer,
+    kubernetes::names::Names,
     paths::{CONTROL_SOCKET, EVENT_SOCKET},
 };
 
@@ -31,14 +40,58 @@ const PIN_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// How long readers get, at shutdown, to receive what was queued for them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
+/// What the daemon installed before serving.
+#[derive(Clone, Copy, Debug)]
+pub enum Installed {
+    /// The LSM programs (and the maps), with what the install found.
+    Programs(bpf::InstallOutcome),
+    /// The maps only (`--layer syscall`, for kernels without BPF LSM): the syscall layer's
+    /// programs come and go with the policies that want them.
+    MapsOnly,
+}
+
+impl Installed {
+    fn describe(self) -> String {
+        match self {
+            Self::Programs(outcome) => outcome.describe(),
+            Self::MapsOnly => {
+                "syscall layer only (no BPF LSM program): the maps are pinned under".to_owned()
+            }
+        }
+    }
+
+    /// True once new pins are complete enough to read their events.
+    fn pins_ready(self, bpf: bpf::Bpf) -> bool {
+        match self {
+            Self::Programs(_) => bpf.programs_pinned(),
+            Self::MapsOnly => bpf.maps_pinned(),
+        }
+    }
+}
+
+/// How the daemon runs, beyond the pins.
+pub struct Settings {
+    pub installed: Installed,
+    /// Serve metrics, `/healthz` and `/readyz` here.
+    pub metrics: Option<SocketAddr>,
+    /// The Kubernetes node agent's names of the cgroups, for events and metrics.
+    pub names: Option<Names>,
+    /// Set by the Kubernetes node agent once it has synced: `/readyz` waits for it.
+    pub kubernetes_ready: Option<Arc<AtomicBool>>,
+}
+
 /// Runs the agent until SIGTERM or SIGINT: consumes the ring buffer, fans events out, serves the
-/// control socket and, at `metrics`, the Prometheus metrics.
-pub async fn serve(
-    bpf: bpf::Bpf,
-    metrics_addr: Option<SocketAddr>,
-    installed: bpf::InstallOutcome,
-) -> Result<()> {
-    let metrics = Arc::new(Metrics::new(bpf));
+/// control socket and, at `settings.metrics`, the Prometheus metrics and probes.
+pub async fn serve(bpf: bpf::Bpf, settings: Settings) -> Result<()> {
+    let Settings {
+        installed,
+        metrics: metrics_addr,
+        names,
+        kubernetes_ready,
+    } = settings;
+    let kubernetes = names.is_some();
+    let metrics = Arc::new(Metrics::new(bpf, names.clone()));
+    let health = Arc::new(Health::new(kubernetes_ready));
     let mut events_id = bpf.pinned_events_id();
     let mut build = bpf.pinned_build();
     let mut consumer =
@@ -57,7 +110,8 @@ pub async fn serve(
     // State records of the policy changes made for control clients, written beside the events.
     let (record_tx, mut records) = mpsc::unbounded_channel::<serde_json::Value>();
     let control = ControlServer::start(bind_socket(CONTROL_SOCKET)?, record_tx, bpf)?;
-    let mut sink = Fanout::new(frames.clone(), Arc::clone(&metrics));
+    let mut sink = Fanout::new(frames.clone(), Arc::clone(&metrics), names);
+    health.set_consuming(consumer.is_some());
     // Each reader task holds a sender; `recv` answers `None` once every one has finished.
     let (reader_alive, mut readers_finished) = mpsc::channel::<()>(1);
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -66,7 +120,7 @@ pub async fn serve(
 
     let metrics_note = match &scrapes {
         Some(listener) => format!(
-            "; metrics on http://{}/metrics",
+            "; metrics on http://{}/metrics (probes: /healthz, /readyz)",
             listener
                 .local_addr()
                 .map_or_else(|_| "?".into(), |a| a.to_string())
@@ -92,6 +146,7 @@ pub async fn serve(
                         stream,
                         frames.subscribe(),
                         Arc::clone(&metrics),
+                        kubernetes,
                         reader_alive.clone(),
                     ));
                 }
@@ -100,12 +155,17 @@ pub async fn serve(
             Some(record) = records.recv() => sink.state(&record),
             accepted = http::accept_scrape(scrapes.as_ref()) => match accepted {
                 Ok((stream, _)) => {
-                    tokio::spawn(http::serve_scrape(stream, Arc::clone(&metrics)));
+                    tokio::spawn(http::serve_scrape(
+                        stream,
+                        Arc::clone(&metrics),
+                        Arc::clone(&health),
+                    ));
                 }
                 Err(err) => eprintln!("enforcer: cannot accept a metrics client: {err}"),
             },
             _ = pin_check.tick() => {
-                follow_pins(bpf, &mut consumer, &mut events_id, &mut sink)?;
+                follow_pins(bpf, installed, &mut consumer, &mut events_id, &mut sink)?;
+                health.set_consuming(consumer.is_some());
                 follow_build(bpf, &mut build);
             }
         }
@@ -190,6 +250,7 @@ fn follow_build(bpf: bpf::Bpf, build: &mut Option<u64>) {
 /// never reinstalls by itself: a reset stays a reset.
 fn follow_pins(
     bpf: bpf::Bpf,
+    installed: Installed,
     consumer: &mut Option<Consumer>,
     events_id: &mut Option<u32>,
     sink: &mut Fanout,
@@ -207,7 +268,7 @@ fn follow_pins(
             bpf.pin_dir().display()
         ),
         // Still being installed: look again at the next check.
-        Some(_) if !bpf.programs_pinned() => return Ok(()),
+        Some(_) if !installed.pins_ready(bpf) => return Ok(()),
         Some(_) => match bpf
             .open_event_maps()
             .map_err(|err| io::Error::other(err.with_causes()))

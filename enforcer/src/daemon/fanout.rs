@@ -1,5 +1,6 @@
 //! Where the daemon's events go: stdout (JSON lines), the counters, and the queues of the
-//! readers of the event stream, each served by a task of its own.
+//! readers of the event stream, each served by a task of its own. With the Kubernetes node
+//! agent's names, each event takes its cgroup's names along to all of them.
 use std::{
     io::{self, Write},
     sync::Arc,
@@ -19,8 +20,11 @@ use tokio::{
 };
 
 use super::{Frame, metrics::Metrics};
-use crate::events::{Output, Record, Sink};
-use crate::paths::EVENT_SOCKET;
+use crate::{
+    events::{Output, Record, Sink},
+    kubernetes::names::Names,
+    paths::EVENT_SOCKET,
+};
 
 /// Frames a reader may fall behind by before it misses some (and is told how many).
 pub const READER_QUEUE: usize = 4096;
@@ -33,14 +37,20 @@ pub struct Fanout {
     stdout: Option<Output>,
     frames: broadcast::Sender<Frame>,
     metrics: Arc<Metrics>,
+    names: Option<Names>,
 }
 
 impl Fanout {
-    pub fn new(frames: broadcast::Sender<Frame>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        frames: broadcast::Sender<Frame>,
+        metrics: Arc<Metrics>,
+        names: Option<Names>,
+    ) -> Self {
         Self {
             stdout: Some(Output::new(true)),
             frames,
             metrics,
+            names,
         }
     }
 
@@ -71,9 +81,22 @@ impl Sink for Fanout {
 
     fn event(&mut self, record: &Record) -> io::Result<()> {
         self.metrics.delivered.inc();
-        // Fails only when no reader is connected.
-        let _ = self.frames.send(Frame::Event(*record));
-        self.write(|out| out.event(record));
+        let names = self
+            .names
+            .as_ref()
+            .and_then(|names| names.of_event(record.raw.cgroup_id, record.raw.policy_cgroup_id));
+        match names {
+            Some(names) => {
+                let names = Arc::new(names);
+                // Fails only when no reader is connected.
+                let _ = self.frames.send(Frame::Named(*record, Arc::clone(&names)));
+                self.write(|out| out.named_event(record, &names));
+            }
+            None => {
+                let _ = self.frames.send(Frame::Event(*record));
+                self.write(|out| out.event(record));
+            }
+        }
         Ok(())
     }
 
@@ -92,17 +115,19 @@ impl Sink for Fanout {
 
 /// Streams frames to one reader until it goes away or the daemon stops. A slow reader only slows
 /// itself: its queue is bounded, and what it missed reaches it as one `Lagged` frame.
+/// `kubernetes`: the daemon has the node agent's names (its greeting says so).
 pub async fn serve_reader(
     stream: UnixStream,
     mut frames: broadcast::Receiver<Frame>,
     metrics: Arc<Metrics>,
+    kubernetes: bool,
     _alive: mpsc::Sender<()>,
 ) {
     metrics.readers.inc();
     let (mut from_reader, mut to_reader) = stream.into_split();
     let mut wire = Vec::with_capacity(WRITE_BATCH + size_of::<Event>() + 1);
     if to_reader
-        .write_all(super::greeting().as_bytes())
+        .write_all(super::greeting(kubernetes).as_bytes())
         .await
         .is_ok()
     {
@@ -164,7 +189,7 @@ mod tests {
 
     #[test]
     fn a_lagging_reader_is_told_how_much_it_missed() {
-        let metrics = Metrics::new(crate::bpf::Bpf::shipped());
+        let metrics = Metrics::new(crate::bpf::Bpf::shipped(), None);
         let (tx, mut rx) = broadcast::channel(2);
         for n in 0..5 {
             tx.send(Frame::Dropped(n)).unwrap();
@@ -193,5 +218,38 @@ mod tests {
             &mut wire,
             &metrics
         ));
+    }
+
+    #[test]
+    fn events_of_named_cgroups_take_their_names_to_the_readers() {
+        use crate::kubernetes::names::PodRef;
+
+        let names = Names::default();
+        let pod = PodRef {
+            namespace: "shop".into(),
+            pod: "web-1".into(),
+            pod_uid: "u".into(),
+            container: Some("nginx".into()),
+            policies: vec!["shop/no-mount".into()],
+        };
+        let mut event = crate::events::tests::sample();
+        event.policy_cgroup_id = 70;
+        names.set(70, pod.clone());
+        let metrics = Arc::new(Metrics::new(crate::bpf::Bpf::shipped(), None));
+        let (tx, mut rx) = broadcast::channel(4);
+        let mut fanout = Fanout::new(tx, metrics, Some(names.clone()));
+        // Not on stdout: the test's output is not the place.
+        fanout.stdout = None;
+        fanout.event(&event.into()).unwrap();
+        names.remove(70);
+        fanout.event(&event.into()).unwrap();
+        match rx.try_recv().unwrap() {
+            Frame::Named(record, got) => {
+                assert_eq!(record.raw.pid, event.pid);
+                assert_eq!(*got, pod);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(rx.try_recv().unwrap(), Frame::Event(_)));
     }
 }

@@ -1,5 +1,6 @@
-//! The metrics endpoint: a minimal HTTP/1.x responder for `GET /metrics`, enough for Prometheus
-//! and curl, with no web framework behind one path.
+//! The metrics listener: a minimal HTTP/1.x responder for `GET /metrics`, `/healthz` and
+//! `/readyz`, enough for Prometheus, kubelet probes and curl, with no web framework behind three
+//! paths.
 use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{
@@ -7,7 +8,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-use super::metrics::Metrics;
+use super::{health::Health, metrics::Metrics};
 
 /// How long a metrics client gets to send its request and read the answer.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -20,8 +21,9 @@ pub async fn accept_scrape(listener: Option<&TcpListener>) -> io::Result<(TcpStr
     }
 }
 
-/// Answers one HTTP/1.x request: `GET /metrics` gets the exposition, read from the kernel now.
-pub async fn serve_scrape(mut stream: TcpStream, metrics: Arc<Metrics>) {
+/// Answers one HTTP/1.x request: `GET /metrics` gets the exposition, read from the kernel now;
+/// `/healthz` says the process serves, `/readyz` whether it is ready (503 with the reason if not).
+pub async fn serve_scrape(mut stream: TcpStream, metrics: Arc<Metrics>, health: Arc<Health>) {
     let mut head = Vec::new();
     let read = tokio::time::timeout(SCRAPE_TIMEOUT, async {
         let mut chunk = [0u8; 1024];
@@ -41,7 +43,7 @@ pub async fn serve_scrape(mut stream: TcpStream, metrics: Arc<Metrics>) {
     if !matches!(read, Ok(Ok(()))) {
         return;
     }
-    let response = respond(&String::from_utf8_lossy(&head), &metrics);
+    let response = respond(&String::from_utf8_lossy(&head), &metrics, &health);
     let _ = tokio::time::timeout(SCRAPE_TIMEOUT, async {
         stream.write_all(response.as_bytes()).await?;
         stream.shutdown().await
@@ -49,7 +51,8 @@ pub async fn serve_scrape(mut stream: TcpStream, metrics: Arc<Metrics>) {
     .await;
 }
 
-fn respond(request: &str, metrics: &Metrics) -> String {
+fn respond(request: &str, metrics: &Metrics, health: &Health) -> String {
+    const TEXT: &str = "text/plain; charset=utf-8";
     let mut words = request.lines().next().unwrap_or("").split_whitespace();
     let method = words.next().unwrap_or("");
     let path = words.next().unwrap_or("").split('?').next().unwrap_or("");
@@ -59,15 +62,24 @@ fn respond(request: &str, metrics: &Metrics) -> String {
             "text/plain; version=0.0.4; charset=utf-8",
             metrics.encode(),
         ),
+        ("GET" | "HEAD", "/healthz") => ("200 OK", TEXT, "ok\n".to_owned()),
+        ("GET" | "HEAD", "/readyz") => match health.ready() {
+            Ok(()) => ("200 OK", TEXT, "ready\n".to_owned()),
+            Err(why) => (
+                "503 Service Unavailable",
+                TEXT,
+                format!("not ready: {why}\n"),
+            ),
+        },
         ("GET" | "HEAD", _) => (
             "404 Not Found",
-            "text/plain; charset=utf-8",
-            "enforcer serves /metrics only\n".to_owned(),
+            TEXT,
+            "enforcer serves /metrics, /healthz and /readyz only\n".to_owned(),
         ),
         _ => (
             "405 Method Not Allowed",
-            "text/plain; charset=utf-8",
-            "enforcer answers GET /metrics only\n".to_owned(),
+            TEXT,
+            "enforcer answers GET only\n".to_owned(),
         ),
     };
     let mut response = format!(
@@ -86,9 +98,14 @@ mod tests {
 
     #[test]
     fn only_get_metrics_gets_the_exposition() {
-        let metrics = Metrics::new(crate::bpf::Bpf::shipped());
+        let metrics = Metrics::new(crate::bpf::Bpf::shipped(), None);
+        let health = Health::default();
         metrics.delivered.inc_by(3);
-        let ok = respond("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", &metrics);
+        let ok = respond(
+            "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+            &metrics,
+            &health,
+        );
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
         assert!(ok.contains("enforcer_events_delivered_total 3\n"), "{ok}");
         assert!(
@@ -98,9 +115,27 @@ mod tests {
         let (head, body) = ok.split_once("\r\n\r\n").unwrap();
         assert!(head.contains(&format!("Content-Length: {}", body.len())));
 
-        let head_only = respond("HEAD /metrics HTTP/1.1\r\n\r\n", &metrics);
+        let head_only = respond("HEAD /metrics HTTP/1.1\r\n\r\n", &metrics, &health);
         assert!(head_only.ends_with("\r\n\r\n"));
-        assert!(respond("GET / HTTP/1.1\r\n\r\n", &metrics).starts_with("HTTP/1.1 404"));
-        assert!(respond("POST /metrics HTTP/1.1\r\n\r\n", &metrics).starts_with("HTTP/1.1 405"));
+        assert!(respond("GET / HTTP/1.1\r\n\r\n", &metrics, &health).starts_with("HTTP/1.1 404"));
+        assert!(
+            respond("POST /metrics HTTP/1.1\r\n\r\n", &metrics, &health)
+                .starts_with("HTTP/1.1 405")
+        );
+    }
+
+    #[test]
+    fn probes_answer_health_and_readiness() {
+        let metrics = Metrics::new(crate::bpf::Bpf::shipped(), None);
+        let health = Health::default();
+        let get = |path: &str| respond(&format!("GET {path} HTTP/1.1\r\n\r\n"), &metrics, &health);
+        assert!(get("/healthz").starts_with("HTTP/1.1 200 OK\r\n"));
+        let not_ready = get("/readyz");
+        assert!(not_ready.starts_with("HTTP/1.1 503 "), "{not_ready}");
+        assert!(not_ready.ends_with(
+            "not ready: the ring buffer is not being consumed (no pins: `enforcer reset`?)\n"
+        ));
+        health.set_consuming(true);
+        assert!(get("/readyz?verbose").starts_with("HTTP/1.1 200 OK\r\n"));
     }
 }

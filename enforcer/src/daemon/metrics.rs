@@ -1,10 +1,15 @@
 //! The daemon's Prometheus metrics (text exposition format 0.0.4).
 //!
 //! Decision counts come from the kernel's per-CPU counters map, read at scrape time, so they are
-//! exact whatever happened to events; the event counters are the daemon's own.
-use std::sync::{
-    Mutex,
-    atomic::{AtomicI64, AtomicU64},
+//! exact whatever happened to events; the event counters are the daemon's own. With the
+//! Kubernetes node agent's names, the per-policy counters also carry `namespace`, `pod` and
+//! `container` labels, the pod label dropped past [`MAX_LABELLED_PODS`] pods.
+use std::{
+    collections::HashSet,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
+    },
 };
 
 use enforcer_common::{Action, Counters, OPERATIONS};
@@ -19,12 +24,20 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{bpf, cgroup::PathCache};
+use crate::{
+    bpf,
+    cgroup::PathCache,
+    cmd::meta::COMMIT,
+    kubernetes::names::{Names, PodRef},
+};
 
 /// The metric names below get this prefix, and counters a `_total` suffix.
 const PREFIX: &str = "enforcer";
 /// The actions a decision is counted under.
 const COUNTED: [Action; 3] = [Action::Audit, Action::Deny, Action::Kill];
+/// Pods a scrape names in its `pod` labels at most: past it every series goes without one, so a
+/// large node's churn cannot grow Prometheus without bound (`pod_labels_dropped` says so).
+pub const MAX_LABELLED_PODS: usize = 1000;
 
 /// The daemon's metrics; the counters are updated by the consumer and the event stream.
 pub struct Metrics {
@@ -40,7 +53,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(bpf: bpf::Bpf) -> Self {
+    /// `names`: the Kubernetes node agent's names of the cgroups, for the per-policy labels.
+    pub fn new(bpf: bpf::Bpf, names: Option<Names>) -> Self {
         let mut registry = Registry::with_prefix(PREFIX);
         let delivered = Counter::default();
         let dropped = Counter::default();
@@ -69,6 +83,8 @@ impl Metrics {
         registry.register_collector(Box::new(KernelState {
             bpf,
             paths: Mutex::default(),
+            names,
+            pods_dropped: AtomicBool::new(false),
         }));
         Self {
             registry,
@@ -96,6 +112,9 @@ impl Metrics {
 struct KernelState {
     bpf: bpf::Bpf,
     paths: Mutex<CachedPaths>,
+    names: Option<Names>,
+    /// The last scrape dropped the pod label (logged when it starts and when it stops).
+    pods_dropped: AtomicBool,
 }
 
 #[derive(Default)]
@@ -112,6 +131,7 @@ struct Row {
     id: u64,
     path: String,
     totals: Counters,
+    names: Option<PodRef>,
 }
 
 impl KernelState {
@@ -151,6 +171,7 @@ impl KernelState {
                     id,
                     path: paths.0.path(id),
                     totals,
+                    names: self.names.as_ref().and_then(|names| names.of_event(id, id)),
                 }
             })
             .collect();
@@ -159,9 +180,49 @@ impl KernelState {
     }
 }
 
+impl KernelState {
+    /// True when `rows` name more pods than [`MAX_LABELLED_PODS`]; logs when that changes.
+    fn drop_pod_labels(&self, rows: &[Row]) -> bool {
+        let pods: HashSet<(&str, &str)> = rows
+            .iter()
+            .filter_map(|row| row.names.as_ref())
+            .map(|names| (names.namespace.as_str(), names.pod.as_str()))
+            .collect();
+        let drop = pods.len() > MAX_LABELLED_PODS;
+        if self.pods_dropped.swap(drop, Ordering::Relaxed) != drop {
+            if drop {
+                eprintln!(
+                    "enforcer: metrics: {} pods have policies, more than {MAX_LABELLED_PODS}: the per-policy series go without their pod label (namespace and container stay)",
+                    pods.len()
+                );
+            } else {
+                eprintln!("enforcer: metrics: the per-policy series carry their pod label again");
+            }
+        }
+        drop
+    }
+
+    /// The labels of one policy cgroup's series: its id and path and, when the daemon has the
+    /// node agent's names, its namespace, pod and container (empty where unknown or dropped).
+    fn labels(&self, row: &Row, drop_pods: bool) -> Vec<(&'static str, String)> {
+        let mut labels = vec![
+            ("cgroup_id", row.id.to_string()),
+            ("cgroup_path", row.path.clone()),
+        ];
+        if self.names.is_some() {
+            let names = row.names.clone().unwrap_or_default();
+            labels.push(("namespace", names.namespace));
+            labels.push(("pod", if drop_pods { String::new() } else { names.pod }));
+            labels.push(("container", names.container.unwrap_or_default()));
+        }
+        labels
+    }
+}
+
 impl Collector for KernelState {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let rows = self.rows();
+        let drop_pods = self.drop_pod_labels(&rows);
         {
             let mut family = encoder.encode_descriptor(
                 "decisions",
@@ -172,12 +233,9 @@ impl Collector for KernelState {
             for row in &rows {
                 for spec in OPERATIONS {
                     for action in COUNTED {
-                        let labels = [
-                            ("cgroup_id", row.id.to_string()),
-                            ("cgroup_path", row.path.clone()),
-                            ("operation", spec.name.to_owned()),
-                            ("action", action.name().to_owned()),
-                        ];
+                        let mut labels = self.labels(row, drop_pods);
+                        labels.push(("operation", spec.name.to_owned()));
+                        labels.push(("action", action.name().to_owned()));
                         ConstCounter::new(row.totals.get(action, spec.op))
                             .encode(family.encode_family(&labels)?)?;
                     }
@@ -198,10 +256,7 @@ impl Collector for KernelState {
         ] {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             for row in &rows {
-                let labels = [
-                    ("cgroup_id", row.id.to_string()),
-                    ("cgroup_path", row.path.clone()),
-                ];
+                let labels = self.labels(row, drop_pods);
                 ConstCounter::new(value(&row.totals)).encode(family.encode_family(&labels)?)?;
             }
         }
@@ -217,6 +272,125 @@ impl Collector for KernelState {
             None,
             MetricType::Gauge,
         )?)?;
+        if self.names.is_some() {
+            ConstGauge::new(i64::from(drop_pods)).encode(encoder.encode_descriptor(
+                "pod_labels_dropped",
+                "1 while more pods have policies than the per-policy series may name: they go without their pod label.",
+                None,
+                MetricType::Gauge,
+            )?)?;
+        }
+        let build = [
+            ("version", env!("CARGO_PKG_VERSION").to_owned()),
+            ("commit", COMMIT.to_owned()),
+            ("bpf_build", format!("{:016x}", self.bpf.build())),
+        ];
+        let mut family = encoder.encode_descriptor(
+            "build_info",
+            "The daemon's version, git commit and BPF object build (always 1).",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(1).encode(family.encode_family(&build)?)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(names: Option<Names>) -> KernelState {
+        KernelState {
+            bpf: bpf::Bpf::shipped(),
+            paths: Mutex::default(),
+            names,
+            pods_dropped: AtomicBool::new(false),
+        }
+    }
+
+    fn row(id: u64, names: Option<PodRef>) -> Row {
+        Row {
+            id,
+            path: format!("/pod{id}"),
+            totals: Counters::default(),
+            names,
+        }
+    }
+
+    fn pod(n: usize) -> PodRef {
+        PodRef {
+            namespace: "shop".into(),
+            pod: format!("web-{n}"),
+            pod_uid: format!("uid-{n}"),
+            container: Some("nginx".into()),
+            policies: vec!["shop/no-mount".into()],
+        }
+    }
+
+    #[test]
+    fn per_policy_labels_name_the_pod_when_the_agent_does() {
+        let without = state(None);
+        let labels = without.labels(&row(5, None), false);
+        assert_eq!(
+            labels,
+            [("cgroup_id", "5".into()), ("cgroup_path", "/pod5".into())]
+        );
+
+        let with = state(Some(Names::default()));
+        let labels = with.labels(&row(5, Some(pod(1))), false);
+        assert_eq!(
+            labels[2..],
+            [
+                ("namespace", "shop".into()),
+                ("pod", "web-1".into()),
+                ("container", "nginx".into())
+            ]
+        );
+        // A cgroup the agent does not know gets empty names (no label, to Prometheus).
+        let labels = with.labels(&row(6, None), false);
+        assert_eq!(labels[3], ("pod", String::new()));
+        let labels = with.labels(&row(5, Some(pod(1))), true);
+        assert_eq!(labels[3], ("pod", String::new()));
+        assert_eq!(labels[2], ("namespace", "shop".into()));
+    }
+
+    #[test]
+    fn the_pod_label_goes_past_the_limit_and_comes_back() {
+        let state = state(Some(Names::default()));
+        let mut rows: Vec<Row> = (0..MAX_LABELLED_PODS)
+            .map(|n| row(n as u64, Some(pod(n))))
+            .collect();
+        assert!(!state.drop_pod_labels(&rows));
+        // Two cgroups of one pod count once.
+        rows.push(row(1_000_000, Some(pod(0))));
+        assert!(!state.drop_pod_labels(&rows));
+        rows.push(row(1_000_001, Some(pod(MAX_LABELLED_PODS))));
+        assert!(state.drop_pod_labels(&rows));
+        rows.pop();
+        assert!(!state.drop_pod_labels(&rows));
+    }
+
+    #[test]
+    fn build_info_names_the_version_commit_and_bpf_build() {
+        let text = Metrics::new(bpf::Bpf::shipped(), None).encode();
+        let line = text
+            .lines()
+            .find(|line| line.starts_with("enforcer_build_info{"))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(
+            line.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))),
+            "{line}"
+        );
+        assert!(line.contains(&format!("commit=\"{COMMIT}\"")), "{line}");
+        assert!(
+            line.contains(&format!(
+                "bpf_build=\"{:016x}\"",
+                bpf::Bpf::shipped().build()
+            )),
+            "{line}"
+        );
+        assert!(line.ends_with(" 1"), "{line}");
+        assert!(!text.contains("pod_labels_dropped"), "{text}");
     }
 }

@@ -13,8 +13,9 @@ use super::{
 use crate::{
     bpf,
     cgroup::PathCache,
-    daemon::{self, Frame},
+    daemon::{self, EventStream, Frame},
     error::ExitError,
+    kubernetes::names::PodRef,
     paths::EVENT_SOCKET,
 };
 
@@ -39,23 +40,65 @@ impl From<io::Error> for FollowError {
     }
 }
 
-/// Keeps only the events of one cgroup subtree.
+/// Keeps only the events of one cgroup subtree and, by the names the daemon's Kubernetes node
+/// agent gives them, of one namespace, pod or container.
+#[derive(Default)]
 pub struct Filter {
-    root: String,
+    root: Option<String>,
     paths: PathCache,
+    kubernetes: PodFilter,
+}
+
+/// Kubernetes names an event must carry (each when given).
+#[derive(Clone, Debug, Default)]
+pub struct PodFilter {
+    pub namespace: Option<String>,
+    pub pod: Option<String>,
+    pub container: Option<String>,
+}
+
+impl PodFilter {
+    pub fn is_empty(&self) -> bool {
+        self.namespace.is_none() && self.pod.is_none() && self.container.is_none()
+    }
+
+    fn admits(&self, names: Option<&PodRef>) -> bool {
+        if self.is_empty() {
+            return true;
+        }
+        let Some(names) = names else {
+            return false;
+        };
+        let matches = |want: &Option<String>, have: Option<&str>| {
+            want.as_deref().is_none_or(|want| have == Some(want))
+        };
+        matches(&self.namespace, Some(&names.namespace))
+            && matches(&self.pod, Some(&names.pod))
+            && matches(&self.container, names.container.as_deref())
+    }
 }
 
 impl Filter {
     /// `root` is a cgroup path relative to the cgroup2 mount, with a leading `/`.
     pub fn subtree(root: String) -> Self {
         Self {
-            root,
-            paths: PathCache::default(),
+            root: Some(root),
+            ..Self::default()
         }
     }
 
-    fn admits(&mut self, cgroup_id: u64) -> bool {
-        in_subtree(&self.paths.path(cgroup_id), &self.root)
+    /// Also only events whose Kubernetes names match `pods`.
+    pub fn with_pods(mut self, pods: PodFilter) -> Self {
+        self.kubernetes = pods;
+        self
+    }
+
+    fn admits(&mut self, cgroup_id: u64, names: Option<&PodRef>) -> bool {
+        self.kubernetes.admits(names)
+            && self
+                .root
+                .as_deref()
+                .is_none_or(|root| in_subtree(&self.paths.path(cgroup_id), root))
     }
 }
 
@@ -77,9 +120,11 @@ pub async fn follow<S: Sink<Error = FollowError>>(
     stop: impl Future<Output = ()>,
 ) -> Result<(), FollowError> {
     let mut stop = std::pin::pin!(stop);
+    let pods = filter.as_ref().is_some_and(|f| !f.kubernetes.is_empty());
     let mut sink = Filtered { filter, sink };
     let stream = match daemon::connect().await.map_err(FollowError::Failed)? {
         Some(stream) => stream,
+        None if pods => return Err(FollowError::Failed(names_needed("no enforcer daemon runs"))),
         None => {
             let maps = bpf
                 .open_event_maps()
@@ -91,8 +136,20 @@ pub async fn follow<S: Sink<Error = FollowError>>(
             }
         }
     };
+    if pods && !stream.kubernetes {
+        return Err(FollowError::Failed(names_needed(
+            "the enforcer daemon runs without its Kubernetes node agent",
+        )));
+    }
     sink.started()?;
-    follow_daemon(stream, &mut sink, &mut stop).await
+    follow_daemon(stream.stream, &mut sink, &mut stop).await
+}
+
+/// Why `--namespace`, `--pod` and `--container` cannot filter here.
+fn names_needed(why: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "--namespace, --pod and --container filter by the names the Kubernetes node agent gives events, and {why}; run `enforcer daemon --kubernetes` (the DaemonSet does), or filter by --cgroup"
+    )
 }
 
 /// Consumes the pinned ring buffer while no daemon runs. A daemon started meanwhile becomes the
@@ -101,7 +158,7 @@ async fn follow_ring<S: Sink<Error = FollowError>>(
     maps: bpf::EventMaps,
     sink: &mut S,
     mut stop: impl Future<Output = ()> + Unpin,
-) -> Result<Option<UnixStream>, FollowError> {
+) -> Result<Option<EventStream>, FollowError> {
     let mut consumer = Consumer::new(maps).map_err(|err| {
         FollowError::Failed(anyhow::anyhow!("cannot watch the ring buffer: {err}"))
     })?;
@@ -157,6 +214,7 @@ async fn follow_daemon<S: Sink<Error = FollowError>>(
                 {
                     match frame {
                         Frame::Event(record) => sink.event(&record)?,
+                        Frame::Named(record, names) => sink.named_event(&record, &names)?,
                         Frame::Dropped(count) => sink.dropped(count)?,
                         Frame::Lagged(count) => sink.lagged(count)?,
                     }
@@ -192,11 +250,20 @@ impl<S: Sink> Sink for Filtered<'_, S> {
 
     fn event(&mut self, record: &Record) -> Result<(), S::Error> {
         if let Some(filter) = &mut self.filter
-            && !filter.admits(record.raw.cgroup_id)
+            && !filter.admits(record.raw.cgroup_id, None)
         {
             return Ok(());
         }
         self.sink.event(record)
+    }
+
+    fn named_event(&mut self, record: &Record, names: &PodRef) -> Result<(), S::Error> {
+        if let Some(filter) = &mut self.filter
+            && !filter.admits(record.raw.cgroup_id, Some(names))
+        {
+            return Ok(());
+        }
+        self.sink.named_event(record, names)
     }
 
     fn dropped(&mut self, count: u64) -> Result<(), S::Error> {
@@ -214,7 +281,35 @@ impl<S: Sink> Sink for Filtered<'_, S> {
 
 #[cfg(test)]
 mod tests {
-    use super::in_subtree;
+    use super::{PodFilter, PodRef, in_subtree};
+
+    #[test]
+    fn pod_filters_need_names_and_match_each_given_one() {
+        let names = PodRef {
+            namespace: "shop".into(),
+            pod: "web-1".into(),
+            pod_uid: "u".into(),
+            container: Some("nginx".into()),
+            policies: Vec::new(),
+        };
+        let filter =
+            |namespace: Option<&str>, pod: Option<&str>, container: Option<&str>| PodFilter {
+                namespace: namespace.map(Into::into),
+                pod: pod.map(Into::into),
+                container: container.map(Into::into),
+            };
+        assert!(filter(None, None, None).admits(None));
+        assert!(!filter(Some("shop"), None, None).admits(None));
+        assert!(filter(Some("shop"), None, None).admits(Some(&names)));
+        assert!(filter(Some("shop"), Some("web-1"), Some("nginx")).admits(Some(&names)));
+        assert!(!filter(Some("shop"), Some("web-2"), None).admits(Some(&names)));
+        let pod_level = PodRef {
+            container: None,
+            ..names
+        };
+        assert!(!filter(None, None, Some("nginx")).admits(Some(&pod_level)));
+        assert!(filter(None, Some("web-1"), None).admits(Some(&pod_level)));
+    }
 
     #[test]
     fn subtree_filter_matches_descendants_only() {

@@ -9,7 +9,7 @@ use super::{
     Kind, Record, Rendered,
     describe::{comm, detail, requested_time, string},
 };
-use crate::workload::Workload;
+use crate::{kubernetes::names::PodRef, workload::Workload};
 
 impl Rendered {
     /// One JSON object: the event, its cgroup and what the cgroup path says about the workload.
@@ -59,6 +59,9 @@ impl Rendered {
         }
         if let Some(workload) = &self.workload {
             add_workload(&mut value, workload);
+        }
+        if let Some(names) = &self.kubernetes {
+            add_kubernetes(&mut value, names);
         }
         value
     }
@@ -138,6 +141,29 @@ fn add_workload(record: &mut Value, workload: &Workload) {
     }
 }
 
+/// Adds the node agent's names of the event's cgroup, under ECS names: `orchestrator.*` (the
+/// pod as the resource), `kubernetes.namespace` and `kubernetes.pod.{name,uid}`,
+/// `container.name` (a container's cgroup only) and `rule.name` (the policies whose merge is in
+/// force there, comma-joined). Beside what the cgroup path says (`container.id`, ...), which
+/// stays.
+fn add_kubernetes(record: &mut Value, names: &PodRef) {
+    record["orchestrator"] = json!({
+        "type": "kubernetes",
+        "namespace": names.namespace,
+        "resource": { "type": "pod", "name": names.pod },
+    });
+    let kubernetes = &mut record["kubernetes"];
+    kubernetes["namespace"] = json!(names.namespace);
+    kubernetes["pod"]["name"] = json!(names.pod);
+    kubernetes["pod"]["uid"] = json!(names.pod_uid);
+    if let Some(container) = &names.container {
+        record["container"]["name"] = json!(container);
+    }
+    if !names.policies.is_empty() {
+        record["rule"] = json!({ "name": names.policies.join(",") });
+    }
+}
+
 /// The JSON record of `count` lost events, noticed at `when`: stamped like the events, since log
 /// pipelines (Elasticsearch data streams among them) refuse a record without `@timestamp`.
 pub fn drop_record(count: u64, when: SystemTime) -> Value {
@@ -166,6 +192,7 @@ mod tests {
             time: SystemTime::UNIX_EPOCH,
             cgroup_path: path.into(),
             workload: workload(path),
+            kubernetes: None,
             record: event.into(),
         }
     }
@@ -212,6 +239,45 @@ mod tests {
         assert_eq!(record["enforcer"]["action"], "deny");
         assert_eq!(record["cgroup"]["id"], 7);
         assert!(record["enforcer"].get("systemd_unit").is_none());
+    }
+
+    #[test]
+    fn json_carries_the_node_agents_kubernetes_names() {
+        let mut rendered = rendered(sample(), &format!("{POD}/cri-containerd-{ID}.scope"));
+        let names = PodRef {
+            namespace: "shop".into(),
+            pod: "web-1".into(),
+            pod_uid: "1234abcd-5678-4ef0-9abc-def012345678".into(),
+            container: Some("nginx".into()),
+            policies: vec!["shop/no-mount".into(), "baseline".into()],
+        };
+        rendered.kubernetes = Some(names.clone());
+        let record = rendered.json();
+        assert_eq!(record["orchestrator"]["type"], "kubernetes");
+        assert_eq!(record["orchestrator"]["namespace"], "shop");
+        assert_eq!(record["orchestrator"]["resource"]["type"], "pod");
+        assert_eq!(record["orchestrator"]["resource"]["name"], "web-1");
+        assert_eq!(record["kubernetes"]["namespace"], "shop");
+        assert_eq!(record["kubernetes"]["pod"]["name"], "web-1");
+        assert_eq!(record["kubernetes"]["pod"]["uid"], names.pod_uid);
+        // What the cgroup path says stays beside the names.
+        assert_eq!(record["container"]["id"], ID);
+        assert_eq!(record["container"]["runtime"], "containerd");
+        assert_eq!(record["container"]["name"], "nginx");
+        assert_eq!(record["rule"]["name"], "shop/no-mount,baseline");
+        assert_eq!(rendered.columns()[1], "shop/web-1/nginx");
+
+        // The pod's own cgroup: no container name; no policy, no rule.
+        rendered.kubernetes = Some(PodRef {
+            container: None,
+            policies: Vec::new(),
+            ..names
+        });
+        rendered.workload = None;
+        let record = rendered.json();
+        assert!(record.get("container").is_none(), "{record}");
+        assert!(record.get("rule").is_none(), "{record}");
+        assert_eq!(rendered.columns()[1], "shop/web-1");
     }
 
     #[test]

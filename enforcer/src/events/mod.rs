@@ -18,11 +18,11 @@ use thiserror::Error;
 
 pub use self::{
     clock::Clock,
-    follow::{Filter, FollowError, follow},
+    follow::{Filter, FollowError, PodFilter, follow},
     output::Output,
     record::{Kind, Record, RefusedBy, Source},
 };
-use crate::{cgroup::PathCache, workload::Workload};
+use crate::{cgroup::PathCache, kubernetes::names::PodRef, workload::Workload};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -81,6 +81,12 @@ pub trait Sink {
     }
     /// One decoded event.
     fn event(&mut self, record: &Record) -> Result<(), Self::Error>;
+    /// One decoded event and the Kubernetes names of its cgroup (from the daemon's node agent);
+    /// a sink that has no use for them takes it as a plain event.
+    fn named_event(&mut self, record: &Record, names: &PodRef) -> Result<(), Self::Error> {
+        let _ = names;
+        self.event(record)
+    }
     /// `count` events were lost since the last report because the ring buffer was full.
     fn dropped(&mut self, count: u64) -> Result<(), Self::Error>;
     /// `count` events never reached this reader: it read the daemon's stream too slowly (lost
@@ -92,12 +98,13 @@ pub trait Sink {
     fn drained(&mut self, tick: bool) -> Result<(), Self::Error>;
 }
 
-/// An event with the context user space adds: wall time, cgroup path and the workload that path
-/// names.
+/// An event with the context user space adds: wall time, cgroup path, the workload that path
+/// names and, from the daemon's node agent, the Kubernetes names of the cgroup.
 pub struct Rendered {
     pub time: SystemTime,
     pub cgroup_path: String,
     pub workload: Option<Workload>,
+    pub kubernetes: Option<PodRef>,
     pub record: Record,
 }
 
@@ -107,6 +114,7 @@ impl Rendered {
         Self {
             time: clock.wall(record.raw.ktime_ns),
             workload: crate::workload::workload(&cgroup_path),
+            kubernetes: None,
             cgroup_path,
             record,
         }

@@ -7,7 +7,7 @@ use std::{
 };
 
 use super::{Clock, FollowError, Record, Rendered, Sink, json, text};
-use crate::cgroup::PathCache;
+use crate::{cgroup::PathCache, kubernetes::names::PodRef};
 
 pub struct Output {
     json: bool,
@@ -47,7 +47,18 @@ impl Output {
     }
 
     pub fn event(&mut self, record: &Record) -> io::Result<()> {
-        let rendered = Rendered::new(*record, &mut self.clock, &mut self.paths);
+        self.render(record, None)
+    }
+
+    /// An event with the Kubernetes names of its cgroup: JSON carries them; text shows the pod
+    /// and container in place of the cgroup path, which is less telling.
+    pub fn named_event(&mut self, record: &Record, names: &PodRef) -> io::Result<()> {
+        self.render(record, Some(names))
+    }
+
+    fn render(&mut self, record: &Record, names: Option<&PodRef>) -> io::Result<()> {
+        let mut rendered = Rendered::new(*record, &mut self.clock, &mut self.paths);
+        rendered.kubernetes = names.cloned();
         if self.json {
             writeln!(self.out, "{}", rendered.json())
         } else {
@@ -85,6 +96,10 @@ impl Sink for Output {
 
     fn event(&mut self, record: &Record) -> Result<(), FollowError> {
         Ok(Output::event(self, record)?)
+    }
+
+    fn named_event(&mut self, record: &Record, names: &PodRef) -> Result<(), FollowError> {
+        Ok(Output::named_event(self, record, names)?)
     }
 
     fn dropped(&mut self, count: u64) -> Result<(), FollowError> {

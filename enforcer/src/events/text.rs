@@ -8,7 +8,7 @@ use super::{
     Rendered,
     describe::{comm, detail},
 };
-use crate::workload::Workload;
+use crate::{kubernetes::names::PodRef, workload::Workload};
 
 /// Column widths, but the last (DETAIL), which takes the rest of the line. The container column
 /// fits `containerd:<12 hex> pod:<8 hex>`.
@@ -35,7 +35,12 @@ impl Rendered {
         let record = &self.record;
         [
             humantime::format_rfc3339_millis(self.time).to_string(),
-            container_column(&self.cgroup_path, self.workload.as_ref(), WIDTHS[CONTAINER]),
+            match &self.kubernetes {
+                Some(names) => cut_end(kubernetes_label(names), WIDTHS[CONTAINER]),
+                None => {
+                    container_column(&self.cgroup_path, self.workload.as_ref(), WIDTHS[CONTAINER])
+                }
+            },
             record.raw.pid.to_string(),
             comm(&record.raw),
             record.op_name().to_owned(),
@@ -75,19 +80,31 @@ pub fn style(action: Action) -> Style {
     Style::new().fg_color(Some(colour.into())).bold()
 }
 
+/// `namespace/pod/container` (or `namespace/pod` for the pod's own cgroup).
+fn kubernetes_label(names: &PodRef) -> String {
+    match &names.container {
+        Some(container) => format!("{}/{}/{container}", names.namespace, names.pod),
+        None => format!("{}/{}", names.namespace, names.pod),
+    }
+}
+
+/// `label`, cut to `width` characters with an ellipsis at its end.
+fn cut_end(label: String, width: usize) -> String {
+    if label.chars().count() <= width {
+        label
+    } else {
+        let kept: String = label.chars().take(width.saturating_sub(1)).collect();
+        format!("{kept}…")
+    }
+}
+
 /// The container column: the workload's label when the path names a container or a pod (their
 /// paths never fit), else the cgroup path; either is cut to `width` characters with an ellipsis,
 /// a label at its end, a path at its start (so the deepest cgroup, usually a systemd unit, stays).
 fn container_column(path: &str, workload: Option<&Workload>, width: usize) -> String {
     match workload {
         Some(workload) if workload.container.is_some() || workload.pod_uid.is_some() => {
-            let label = workload.label();
-            if label.chars().count() <= width {
-                label
-            } else {
-                let kept: String = label.chars().take(width.saturating_sub(1)).collect();
-                format!("{kept}…")
-            }
+            cut_end(workload.label(), width)
         }
         _ => {
             let length = path.chars().count();
