@@ -5,20 +5,38 @@
 //! and to any number of `enforcer tail` sessions, carrying out policy changes for the CLI, and
 //! serving Prometheus metrics when asked. Enforcement never depends on it: it holds no link, so
 //! stopping or killing it leaves every program, map and policy in force.
-use std::net::SocketAddr;
+//!
+//! With `--kubernetes` it also runs the Kubernetes node agent ([`crate::kubernetes::agent`])
+//! on the same runtime: policies follow the pods of this node as the API states them.
+use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::{bpf, daemon};
+use crate::{bpf, daemon, kubernetes};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Serve Prometheus metrics at http://ADDR/metrics (off unless given), e.g. 127.0.0.1:9477.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+    /// Run the Kubernetes node agent: enforce the ContainerPolicies and ClusterContainerPolicies
+    /// on the pods of this node (in-cluster config unless --kubeconfig is given).
+    #[arg(long)]
+    pub kubernetes: bool,
+    /// The kubeconfig to reach the apiserver with, instead of the in-cluster config.
+    #[arg(long, value_name = "PATH", requires = "kubernetes")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The node this agent serves (default: the NODE_NAME environment variable).
+    #[arg(long, value_name = "NAME", requires = "kubernetes")]
+    pub node_name: Option<String>,
 }
 
 pub fn run(args: Args, bpf: bpf::Bpf) -> Result<()> {
+    // Before anything else: a node name missing is the deployment's error, not the kernel's.
+    let node = args
+        .kubernetes
+        .then(|| kubernetes::agent::node_name(args.node_name.clone()))
+        .transpose()?;
     // First, so that a second daemon changes nothing at all.
     let _instance = daemon::lock_instance()?;
     let installed = {
@@ -29,5 +47,17 @@ pub fn run(args: Args, bpf: bpf::Bpf) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(daemon::agent::serve(bpf, args.metrics, installed))
+    runtime.block_on(async {
+        if let Some(node) = node {
+            let client = kubernetes::agent::connect(args.kubeconfig.as_deref()).await?;
+            // The registry the daemon's events and metrics read the pods' names from.
+            let names = kubernetes::names::Names::default();
+            tokio::spawn(async move {
+                if let Err(err) = kubernetes::agent::run(client, node, bpf, names).await {
+                    eprintln!("enforcer: kubernetes: the node agent stopped: {err:#}");
+                }
+            });
+        }
+        daemon::agent::serve(bpf, args.metrics, installed).await
+    })
 }
