@@ -29,6 +29,10 @@ pub struct Args {
     /// The node this agent serves (default: the NODE_NAME environment variable).
     #[arg(long, value_name = "NAME", requires = "kubernetes")]
     pub node_name: Option<String>,
+    /// Run the Kubernetes agent alone, on the maps without the LSM programs: what the host
+    /// tests run on a kernel without BPF LSM (no event stream, no control socket).
+    #[arg(long, hide = true, requires = "kubernetes")]
+    pub agent_only: bool,
 }
 
 pub fn run(args: Args, bpf: bpf::Bpf) -> Result<()> {
@@ -39,6 +43,9 @@ pub fn run(args: Args, bpf: bpf::Bpf) -> Result<()> {
         .transpose()?;
     // First, so that a second daemon changes nothing at all.
     let _instance = daemon::lock_instance()?;
+    if let (true, Some(node)) = (args.agent_only, node.clone()) {
+        return run_agent_only(args, bpf, node);
+    }
     let installed = {
         let lock = bpf.lock()?;
         bpf::install_programs_with_outcome(&lock)?.1
@@ -59,5 +66,26 @@ pub fn run(args: Args, bpf: bpf::Bpf) -> Result<()> {
             });
         }
         daemon::agent::serve(bpf, args.metrics, installed).await
+    })
+}
+
+/// `--agent-only`: the maps, then the Kubernetes agent until SIGTERM or SIGINT.
+fn run_agent_only(args: Args, bpf: bpf::Bpf, node: String) -> Result<()> {
+    drop(bpf::install_maps_only(&bpf.lock()?)?);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let client = kubernetes::agent::connect(args.kubeconfig.as_deref()).await?;
+        let names = kubernetes::names::Names::default();
+        let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        tokio::select! {
+            stopped = kubernetes::agent::run(client, node, bpf, names) => stopped,
+            _ = sigterm.recv() => Ok(()),
+            _ = sigint.recv() => Ok(()),
+        }
     })
 }

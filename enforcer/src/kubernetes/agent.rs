@@ -179,9 +179,11 @@ fn enforce(bpf: bpf::Bpf, locator: &Locator, wants: Vec<Want>) -> Result<Plan> {
         debug_assert!(pinned[id].flags & policy_flags::KUBERNETES != 0);
         match store::remove_policy(&mut maps, *id) {
             Ok(()) => {
-                eprintln!("enforcer: kubernetes: detached cgroup id {id}: nothing selects it")
+                eprintln!("enforcer: kubernetes: detached cgroup id {id}: nothing selects it");
             }
-            Err(err) => eprintln!("enforcer: kubernetes: cannot detach cgroup id {id}: {err:#}"),
+            Err(err) => {
+                eprintln!("enforcer: kubernetes: cannot detach cgroup id {id}: {err:#}");
+            }
         }
     }
     drop(lock);

@@ -10,7 +10,10 @@ pub mod crd;
 mod deploy_tests;
 #[cfg_attr(
     not(test),
-    expect(dead_code, reason = "`policies_for` is for events' rule.name, not rendered yet")
+    expect(
+        dead_code,
+        reason = "`policies_for` is for events' rule.name, not rendered yet"
+    )
 )]
 pub mod merge;
 #[cfg_attr(
@@ -21,7 +24,10 @@ pub mod names;
 pub mod reconcile;
 #[cfg_attr(
     not(test),
-    expect(dead_code, reason = "`with_walk_limit` is for tests of the bounded walk")
+    expect(
+        dead_code,
+        reason = "`with_walk_limit` is for tests of the bounded walk"
+    )
 )]
 pub mod resolve;
 pub mod selector;

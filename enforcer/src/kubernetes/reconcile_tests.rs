@@ -147,8 +147,10 @@ fn overlapping_policies_merge_strictest_wins() {
 
 #[test]
 fn owned_records_nothing_wants_are_removed_others_never() {
-    let mut owned = Policy::default();
-    owned.flags = policy_flags::KUBERNETES;
+    let owned = Policy {
+        flags: policy_flags::KUBERNETES,
+        ..Policy::default()
+    };
     let by_hand = Policy::default();
     let pinned: HashMap<u64, Policy> = [(10, owned), (30, by_hand)].into();
     // The pod is gone (or the policy, or the labels changed): nothing is wanted.
@@ -210,8 +212,10 @@ fn a_missing_cgroup_waits_and_a_failed_lookup_removes_nothing() {
     let pods = [pod("web-1", "web", &[])];
     let policies = [policy("p", "web", Operation::Settime, Action::Kill)];
     let (wants, _) = wants(&pods, &policies, &HashMap::new());
-    let mut owned = Policy::default();
-    owned.flags = policy_flags::KUBERNETES;
+    let owned = Policy {
+        flags: policy_flags::KUBERNETES,
+        ..Policy::default()
+    };
     let pinned: HashMap<u64, Policy> = [(99, owned)].into();
     let waiting = plan(&look_up(wants.clone(), &[]), &HashMap::new());
     assert!(waiting.pending && waiting.set.is_empty());

@@ -121,35 +121,51 @@ impl Reporter {
 
     async fn apply(&self, meta: &PolicyMeta, entry: Option<NodeStatus>) -> kube::Result<()> {
         let manager = format!("enforcer/{}", self.node);
+        let patch = match entry {
+            Some(entry) => {
+                let entry = NodeStatus {
+                    last_transition_time: Some(
+                        humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+                    ),
+                    ..entry
+                };
+                let kind = if meta.namespace.is_some() {
+                    "ContainerPolicy"
+                } else {
+                    "ClusterContainerPolicy"
+                };
+                Patch::Apply(json!({
+                    "apiVersion": "enforcer.dev/v1alpha1",
+                    "kind": kind,
+                    "metadata": {"name": meta.name},
+                    "status": {"nodes": [entry]},
+                }))
+            }
+            // Healthy again: this node's entry goes, by index, tested to be ours (a stale index
+            // fails the test and is retried at the next change). Server-side apply cannot do
+            // it on 1.20: applying no entry leaves `nodes: null` when it was the last, and the
+            // schema refuses null.
+            None => {
+                let Some(index) = meta.listed_at else {
+                    return Ok(());
+                };
+                let operations = json!([
+                    {"op": "test", "path": format!("/status/nodes/{index}/node"), "value": self.node},
+                    {"op": "remove", "path": format!("/status/nodes/{index}")},
+                ]);
+                Patch::Json(serde_json::from_value(operations).map_err(kube::Error::SerdeError)?)
+            }
+        };
         let params = PatchParams::apply(&manager);
-        let entry = entry.map(|entry| NodeStatus {
-            last_transition_time: Some(
-                humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-            ),
-            ..entry
-        });
-        let nodes: Vec<NodeStatus> = entry.into_iter().collect();
         match &meta.namespace {
             Some(namespace) => {
-                let body = json!({
-                    "apiVersion": "enforcer.dev/v1alpha1",
-                    "kind": "ContainerPolicy",
-                    "metadata": {"name": meta.name, "namespace": namespace},
-                    "status": {"nodes": nodes},
-                });
                 Api::<ContainerPolicy>::namespaced(self.client.clone(), namespace)
-                    .patch_status(&meta.name, &params, &Patch::Apply(body))
+                    .patch_status(&meta.name, &params, &patch)
                     .await?;
             }
             None => {
-                let body = json!({
-                    "apiVersion": "enforcer.dev/v1alpha1",
-                    "kind": "ClusterContainerPolicy",
-                    "metadata": {"name": meta.name},
-                    "status": {"nodes": nodes},
-                });
                 Api::<ClusterContainerPolicy>::all(self.client.clone())
-                    .patch_status(&meta.name, &params, &Patch::Apply(body))
+                    .patch_status(&meta.name, &params, &patch)
                     .await?;
             }
         }

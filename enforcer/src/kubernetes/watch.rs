@@ -49,8 +49,9 @@ pub struct PolicyMeta {
     pub name: String,
     pub namespace: Option<String>,
     pub generation: Option<i64>,
-    /// This node's entry, if the status lists it.
+    /// This node's entry, if the status lists it, and its index in the list.
     pub listed: Option<NodeStatus>,
+    pub listed_at: Option<usize>,
     /// How many other nodes the status lists.
     pub others: usize,
 }
@@ -187,6 +188,7 @@ fn meta<K: Resource>(
         namespace,
         generation: policy.meta().generation,
         listed: nodes.iter().find(|entry| entry.node == node).cloned(),
+        listed_at: nodes.iter().position(|entry| entry.node == node),
         others: nodes.iter().filter(|entry| entry.node != node).count(),
     }
 }
