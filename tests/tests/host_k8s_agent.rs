@@ -237,6 +237,38 @@ fn settime_killed(cgroup: &str) -> bool {
     status.signal() == Some(libc::SIGKILL)
 }
 
+/// Reports the pod's container `main` running as `containerd://<id>`, as the kubelet of the
+/// test node would (its identity, through the status subresource).
+fn set_container(plane: &ControlPlane, pod: &str, id: &str) {
+    let out = output_ok(
+        plane
+            .kubectl_with(&plane.node)
+            .args(["get", "pod", pod, "-n", "shop", "-o", "json"]),
+    )
+    .expect("get pod");
+    let mut object: Value = serde_json::from_str(&out).expect("pod JSON");
+    object["status"]["containerStatuses"] = serde_json::json!([{
+        "name": "main",
+        "containerID": format!("containerd://{id}"),
+        "image": "test",
+        "imageID": "",
+        "ready": true,
+        "restartCount": 0,
+        "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}},
+    }]);
+    let file = env::temp_dir().join(format!("host-k8s-agent-status-{}.json", std::process::id()));
+    fs::write(&file, object.to_string()).expect("write status");
+    let replaced = output_ok(plane.kubectl_with(&plane.node).args([
+        "replace",
+        "--raw",
+        &format!("/api/v1/namespaces/shop/pods/{pod}/status"),
+        "-f",
+        file.to_str().expect("utf-8"),
+    ]));
+    let _ = fs::remove_file(&file);
+    replaced.unwrap_or_else(|e| panic!("the kubelet's status update: {e:#}"));
+}
+
 fn node_status(plane: &ControlPlane, policy: &str) -> String {
     plane
         .kubectl_ok(&[
@@ -394,6 +426,42 @@ fn the_agent_follows_pods_and_policies_and_never_touches_a_hand_attached_policy(
     wait_until("the node leaves the policy's status", &agent, || {
         !node_status(&plane, "no-settime").contains(NODE)
     });
+
+    // A policy naming a container sits on that container's cgroup, not the pod's; when the
+    // container restarts (a new id, a new cgroup) the record follows it.
+    let api_uid = pod(&plane, "api", "api");
+    let api_dir = format!("kubepods/besteffort/pod{api_uid}");
+    let api = cgroups.make(&api_dir);
+    let first_id = format!("{:064x}", 0xa1_u32);
+    let first_dir = format!("{api_dir}/{first_id}");
+    let first = cgroups.make(&first_dir);
+    apply(
+        &plane,
+        "apiVersion: enforcer.dev/v1alpha1\nkind: ContainerPolicy\n\
+         metadata: {name: api-main, namespace: shop}\n\
+         spec: {podSelector: {matchLabels: {app: api}}, containers: [main], actions: {settime: kill}, layer: syscall}\n",
+    );
+    set_container(&plane, "api", &first_id);
+    wait_until("the api container's cgroup has the policy", &agent, || {
+        ns.record(first).is_some()
+    });
+    assert!(
+        ns.record(api).is_none(),
+        "a container policy went on the pod's cgroup"
+    );
+    assert!(
+        settime_killed(&first_dir),
+        "settimeofday in the container was not killed"
+    );
+    let second_id = format!("{:064x}", 0xb2_u32);
+    let second_dir = format!("{api_dir}/{second_id}");
+    let second = cgroups.make(&second_dir);
+    set_container(&plane, "api", &second_id);
+    wait_until(
+        "the restarted container's cgroup has the policy",
+        &agent,
+        || ns.record(second).is_some() && ns.record(first).is_none(),
+    );
 
     // Deleting the policy frees the pod; the hand-attached record stays.
     plane
