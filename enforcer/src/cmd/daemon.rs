@@ -36,27 +36,31 @@ pub struct Args {
 }
 
 pub fn run(args: Args, bpf: bpf::Bpf) -> Result<()> {
-    // Before anything else: a node name missing is the deployment's error, not the kernel's.
-    let node = args
-        .kubernetes
-        .then(|| kubernetes::agent::node_name(args.node_name.clone()))
-        .transpose()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    // Before anything else: a missing node name or apiserver is the deployment's error, found
+    // before the kernel is touched.
+    let cluster = if args.kubernetes {
+        let node = kubernetes::agent::node_name(args.node_name.clone())?;
+        let client = runtime.block_on(kubernetes::agent::connect(args.kubeconfig.as_deref()))?;
+        Some((client, node))
+    } else {
+        None
+    };
     // First, so that a second daemon changes nothing at all.
     let _instance = daemon::lock_instance()?;
-    if let (true, Some(node)) = (args.agent_only, node.clone()) {
-        return run_agent_only(args, bpf, node);
+    if let (true, Some((client, node))) = (args.agent_only, cluster.clone()) {
+        drop(bpf::install_maps_only(&bpf.lock()?)?);
+        return runtime.block_on(run_agent_only(client, node, bpf));
     }
     let installed = {
         let lock = bpf.lock()?;
         bpf::install_programs_with_outcome(&lock)?.1
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        if let Some(node) = node {
-            let client = kubernetes::agent::connect(args.kubeconfig.as_deref()).await?;
+        if let Some((client, node)) = cluster {
             // The registry the daemon's events and metrics read the pods' names from.
             let names = kubernetes::names::Names::default();
             tokio::spawn(async move {
@@ -69,23 +73,15 @@ pub fn run(args: Args, bpf: bpf::Bpf) -> Result<()> {
     })
 }
 
-/// `--agent-only`: the maps, then the Kubernetes agent until SIGTERM or SIGINT.
-fn run_agent_only(args: Args, bpf: bpf::Bpf, node: String) -> Result<()> {
-    drop(bpf::install_maps_only(&bpf.lock()?)?);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let client = kubernetes::agent::connect(args.kubeconfig.as_deref()).await?;
-        let names = kubernetes::names::Names::default();
-        let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-        let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-        tokio::select! {
-            stopped = kubernetes::agent::run(client, node, bpf, names) => stopped,
-            _ = sigterm.recv() => Ok(()),
-            _ = sigint.recv() => Ok(()),
-        }
-    })
+/// `--agent-only`: the Kubernetes agent alone until SIGTERM or SIGINT.
+async fn run_agent_only(client: kube::Client, node: String, bpf: bpf::Bpf) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let names = kubernetes::names::Names::default();
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    tokio::select! {
+        stopped = kubernetes::agent::run(client, node, bpf, names) => stopped,
+        _ = sigterm.recv() => Ok(()),
+        _ = sigint.recv() => Ok(()),
+    }
 }
