@@ -145,7 +145,10 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.kill();
-        eprintln!("--- agent log\n{}", self.log());
+        if thread::panicking() {
+            eprintln!("--- agent log\n{}", self.log());
+        }
+        let _ = fs::remove_file(&self.log);
     }
 }
 
@@ -293,7 +296,7 @@ fn the_agent_follows_pods_and_policies_and_never_touches_a_hand_attached_policy(
         eprintln!("SKIPPED: the node agent's host test needs root");
         return;
     }
-    let plane = ControlPlane::start().unwrap_or_else(|e| panic!("control plane: {e:#}"));
+    let mut plane = ControlPlane::start().unwrap_or_else(|e| panic!("control plane: {e:#}"));
     let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
     for file in ["crds.yaml", "enforcer.yaml"] {
         plane
@@ -382,7 +385,7 @@ fn the_agent_follows_pods_and_policies_and_never_touches_a_hand_attached_policy(
     // Killed, the agent leaves the policy in force; restarted, it adopts the record.
     agent.kill();
     assert!(settime_killed(&web_dir), "the policy went with the agent");
-    let mut agent = Agent::start(
+    let agent = Agent::start(
         &ns,
         &kubeconfig,
         log_dir.join(format!("host-k8s-agent-{}-2.log", std::process::id())),
@@ -398,6 +401,19 @@ fn the_agent_follows_pods_and_policies_and_never_touches_a_hand_attached_policy(
     assert!(
         !agent.log().contains("attached /"),
         "the record was rewritten, not adopted"
+    );
+
+    // An apiserver outage changes nothing enforced; the agent resyncs when it returns (the
+    // status clearing below needs the watches back).
+    plane
+        .restart_apiserver(Duration::from_secs(4))
+        .expect("restart the apiserver");
+    assert!(ns.record(web).is_some(), "the outage removed a record");
+    assert!(settime_killed(&web_dir), "the outage stopped enforcement");
+    assert!(
+        agent.log().contains("cannot watch"),
+        "the agent did not notice the outage:\n{}",
+        agent.log()
     );
 
     // The lost pod goes away and the hand-attached one stops matching: the status clears.
@@ -478,5 +494,4 @@ fn the_agent_follows_pods_and_policies_and_never_touches_a_hand_attached_policy(
         ns.record(hand).is_some(),
         "the agent removed a hand-attached record"
     );
-    agent.kill();
 }
