@@ -44,6 +44,10 @@ pub struct ControlPlane {
     etcd: Child,
     apiserver: Child,
     /// What the apiserver was started with, to start it again (an outage).
+    #[allow(
+        dead_code,
+        reason = "host_k8s_agent restarts the apiserver; host_k8s shares the file"
+    )]
     apiserver_args: Vec<std::ffi::OsString>,
     /// `https://127.0.0.1:<port>`.
     pub server: String,
@@ -158,6 +162,10 @@ impl ControlPlane {
 
     /// An apiserver outage: kills it, waits `down`, starts it again on the same port and etcd,
     /// and waits until it is ready.
+    #[allow(
+        dead_code,
+        reason = "host_k8s_agent restarts the apiserver; host_k8s shares the file"
+    )]
     pub fn restart_apiserver(&mut self, down: Duration) -> Result<()> {
         let _ = self.apiserver.kill();
         let _ = self.apiserver.wait();
