@@ -1,3 +1,6 @@
+//! The reconcile rules on small clusters: placement at pod or container level, the merge,
+//! ownership (conflicts, adoption, removal), restarts, missing and ambiguous cgroups, and
+//! namespace selectors.
 use enforcer_common::{Action, Operation};
 
 use super::*;
