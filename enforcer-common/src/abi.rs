@@ -48,6 +48,10 @@ pub mod policy_flags {
     /// cgroups alone, so it behaves the same on hosts with and without BPF LSM. Set only together
     /// with [`SYSCALL_LAYER`].
     pub const SYSCALL_ONLY: u32 = 1 << 2;
+    /// Set by the Kubernetes node agent on the records it wrote: the agent changes or removes
+    /// only records that carry it, and adopts them after a restart. The BPF programs never read
+    /// it (they test the bits above one by one), so setting it changes no decision.
+    pub const KUBERNETES: u32 = 1 << 3;
 }
 
 /// Key of the `SETUP` map (workload arming): a process by its thread group id and its group

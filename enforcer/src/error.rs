@@ -19,6 +19,8 @@ pub enum Exit {
     AmbiguousContainer = 11,
     /// The action needs a layer the request did not select (`--deny` with `--layer syscall`).
     NotInLayer = 12,
+    /// `daemon --kubernetes` found neither a kubeconfig nor an in-cluster config, or no node name.
+    NoCluster = 13,
     /// A command with state to undo was stopped by a signal and undid it first: 128 + the
     /// signal's number, what a shell reports for a process the signal ended.
     Hangup = 129,
@@ -50,6 +52,7 @@ impl TryFrom<u8> for Exit {
             10 => Self::UnknownContainer,
             11 => Self::AmbiguousContainer,
             12 => Self::NotInLayer,
+            13 => Self::NoCluster,
             129 => Self::Hangup,
             130 => Self::Interrupted,
             143 => Self::Terminated,
@@ -115,6 +118,13 @@ impl ExitError {
                 Signal::SIGTERM => Exit::Terminated,
                 _ => Exit::Interrupted,
             },
+            message,
+        }
+    }
+
+    pub fn no_cluster(message: String) -> Self {
+        Self {
+            code: Exit::NoCluster,
             message,
         }
     }

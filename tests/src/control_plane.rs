@@ -43,6 +43,12 @@ pub struct ControlPlane {
     bin: PathBuf,
     etcd: Child,
     apiserver: Child,
+    /// What the apiserver was started with, to start it again (an outage).
+    #[allow(
+        dead_code,
+        reason = "host_k8s_agent restarts the apiserver; host_k8s shares the file"
+    )]
+    apiserver_args: Vec<std::ffi::OsString>,
     /// `https://127.0.0.1:<port>`.
     pub server: String,
     /// A kubeconfig for the admin (`system:masters`).
@@ -105,34 +111,37 @@ impl ControlPlane {
                 .arg(format!("--initial-cluster=default={peer_url}")),
             &dir.join("etcd.log"),
         )?;
-        let apiserver = spawn_logged(
-            Command::new(bin.join("kube-apiserver"))
-                .arg(format!("--etcd-servers={etcd_url}"))
-                .args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"])
-                .arg(format!("--secure-port={secure}"))
-                // 1.20 still has the unauthenticated port; it must be off.
-                .arg("--insecure-port=0")
-                // The apiserver writes a self-signed CA and serving certificate here.
-                .arg(format!("--cert-dir={}", dir.join("certs").display()))
-                .arg(format!(
-                    "--token-auth-file={}",
-                    dir.join("tokens.csv").display()
-                ))
-                .arg("--authorization-mode=Node,RBAC")
-                .arg("--enable-admission-plugins=NodeRestriction")
-                // No controller-manager makes ServiceAccount token secrets, so this plugin would
-                // refuse every pod; tests get tokens through TokenRequest instead.
-                .arg("--disable-admission-plugins=ServiceAccount")
-                .arg("--allow-privileged=true")
-                .arg(format!("--service-account-issuer={ISSUER}"))
-                .arg(format!("--service-account-key-file={}", sa_pub.display()))
-                .arg(format!(
-                    "--service-account-signing-key-file={}",
-                    sa_key.display()
-                ))
-                .arg("--service-cluster-ip-range=10.96.0.0/24"),
-            &dir.join("apiserver.log"),
-        )?;
+        let mut apiserver_command = Command::new(bin.join("kube-apiserver"));
+        apiserver_command
+            .arg(format!("--etcd-servers={etcd_url}"))
+            .args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"])
+            .arg(format!("--secure-port={secure}"))
+            // 1.20 still has the unauthenticated port; it must be off.
+            .arg("--insecure-port=0")
+            // The apiserver writes a self-signed CA and serving certificate here.
+            .arg(format!("--cert-dir={}", dir.join("certs").display()))
+            .arg(format!(
+                "--token-auth-file={}",
+                dir.join("tokens.csv").display()
+            ))
+            .arg("--authorization-mode=Node,RBAC")
+            .arg("--enable-admission-plugins=NodeRestriction")
+            // No controller-manager makes ServiceAccount token secrets, so this plugin would
+            // refuse every pod; tests get tokens through TokenRequest instead.
+            .arg("--disable-admission-plugins=ServiceAccount")
+            .arg("--allow-privileged=true")
+            .arg(format!("--service-account-issuer={ISSUER}"))
+            .arg(format!("--service-account-key-file={}", sa_pub.display()))
+            .arg(format!(
+                "--service-account-signing-key-file={}",
+                sa_key.display()
+            ))
+            .arg("--service-cluster-ip-range=10.96.0.0/24");
+        let apiserver_args = apiserver_command
+            .get_args()
+            .map(ToOwned::to_owned)
+            .collect();
+        let apiserver = spawn_logged(&mut apiserver_command, &dir.join("apiserver.log"))?;
         let server = format!("https://127.0.0.1:{secure}");
         let mut plane = ControlPlane {
             admin: dir.join("admin.kubeconfig"),
@@ -141,6 +150,7 @@ impl ControlPlane {
             bin,
             etcd,
             apiserver,
+            apiserver_args,
             server,
             ready_after: Duration::ZERO,
         };
@@ -148,6 +158,24 @@ impl ControlPlane {
         plane.write_kubeconfig(&plane.node, &format!("system:node:{NODE}"), &node_token)?;
         plane.wait_ready(started)?;
         Ok(plane)
+    }
+
+    /// An apiserver outage: kills it, waits `down`, starts it again on the same port and etcd,
+    /// and waits until it is ready.
+    #[allow(
+        dead_code,
+        reason = "host_k8s_agent restarts the apiserver; host_k8s shares the file"
+    )]
+    pub fn restart_apiserver(&mut self, down: Duration) -> Result<()> {
+        let _ = self.apiserver.kill();
+        let _ = self.apiserver.wait();
+        thread::sleep(down);
+        let log = self.dir.join("apiserver-restarted.log");
+        self.apiserver = spawn_logged(
+            Command::new(self.bin.join("kube-apiserver")).args(&self.apiserver_args),
+            &log,
+        )?;
+        self.wait_ready(Instant::now())
     }
 
     /// Polls `/readyz` until it is ok.

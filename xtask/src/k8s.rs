@@ -292,9 +292,10 @@ fn swap_reflect2(tree: &Path, debian: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The host tests against a loopback control plane (`tests/tests/host_k8s.rs`), with the cached
-/// binaries built first if need be. When they cannot be built (no network on a fresh machine,
-/// not root for the build tools) the tests are skipped, loudly: everything else still runs.
+/// The host tests against a loopback control plane (`tests/tests/host_k8s.rs`, and the node
+/// agent's `host_k8s_agent.rs`), with the cached binaries built first if need be. When they
+/// cannot be built (no network on a fresh machine, not root for the build tools) the tests are
+/// skipped, loudly: everything else still runs.
 pub fn run_host_tests() -> Result<()> {
     let bin = match ensure() {
         Ok(bin) => bin,
@@ -309,6 +310,9 @@ pub fn run_host_tests() -> Result<()> {
     cmd::run(
         toolchain::cargo()?
             .args(["test", "-p", "integration-tests", "--test", "host_k8s"])
+            // The node agent against the same control plane (the enforcer binary is built by
+            // the syscall-layer phase before this one).
+            .args(["--test", "host_k8s_agent"])
             .env("ENFORCER_K8S_BIN", bin),
     )
     .context("host control-plane tests failed")

@@ -5,7 +5,15 @@
 //! and to any number of `enforcer tail` sessions, carrying out policy changes for the CLI, and
 //! serving Prometheus metrics and health probes when asked. Enforcement never depends on it: it
 //! holds no link, so stopping or killing it leaves every program, map and policy in force.
-use std::net::SocketAddr;
+//!
+//! With `--kubernetes` it also runs the Kubernetes node agent ([`crate::kubernetes::agent`])
+//! on the same runtime: policies follow the pods of this node as the API states them, and events
+//! and metrics carry the pods' names.
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, atomic::AtomicBool},
+};
 
 use anyhow::{Context, Result};
 
@@ -15,6 +23,7 @@ use crate::{
         self,
         agent::{Installed, Settings},
     },
+    kubernetes,
 };
 
 #[derive(clap::Args)]
@@ -28,6 +37,16 @@ pub struct Args {
     /// syscall` audit and kill at the system call boundary).
     #[arg(long, value_enum, default_value_t = DaemonLayer::Lsm)]
     pub layer: DaemonLayer,
+    /// Run the Kubernetes node agent: enforce the ContainerPolicies and ClusterContainerPolicies
+    /// on the pods of this node (in-cluster config unless --kubeconfig is given).
+    #[arg(long)]
+    pub kubernetes: bool,
+    /// The kubeconfig to reach the apiserver with, instead of the in-cluster config.
+    #[arg(long, value_name = "PATH", requires = "kubernetes")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The node this agent serves (default: the NODE_NAME environment variable).
+    #[arg(long, value_name = "NAME", requires = "kubernetes")]
+    pub node_name: Option<String>,
 }
 
 /// What `--layer` chooses for the daemon.
@@ -38,6 +57,19 @@ pub enum DaemonLayer {
 }
 
 pub fn run(args: Args, bpf: bpf::Bpf) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    // Before anything else: a missing node name or apiserver is the deployment's error, found
+    // before the kernel is touched.
+    let cluster = if args.kubernetes {
+        let node = kubernetes::agent::node_name(args.node_name.clone())?;
+        let client = runtime.block_on(kubernetes::agent::connect(args.kubeconfig.as_deref()))?;
+        Some((client, node))
+    } else {
+        None
+    };
     // First, so that a second daemon changes nothing at all.
     let _instance = daemon::lock_instance()?;
     let installed = {
@@ -59,17 +91,33 @@ pub fn run(args: Args, bpf: bpf::Bpf) -> Result<()> {
             }
         }
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(daemon::agent::serve(
-        bpf,
-        Settings {
-            installed,
-            metrics: args.metrics,
-            names: None,
-            kubernetes_ready: None,
-        },
-    ))
+    runtime.block_on(async {
+        let (names, kubernetes_ready) = match cluster {
+            Some((client, node)) => {
+                // The registry the daemon's events and metrics read the pods' names from.
+                let names = kubernetes::names::Names::default();
+                let ready = Arc::new(AtomicBool::new(false));
+                let (agent_names, agent_ready) = (names.clone(), Arc::clone(&ready));
+                tokio::spawn(async move {
+                    if let Err(err) =
+                        kubernetes::agent::run(client, node, bpf, agent_names, agent_ready).await
+                    {
+                        eprintln!("enforcer: kubernetes: the node agent stopped: {err:#}");
+                    }
+                });
+                (Some(names), Some(ready))
+            }
+            None => (None, None),
+        };
+        daemon::agent::serve(
+            bpf,
+            Settings {
+                installed,
+                metrics: args.metrics,
+                names,
+                kubernetes_ready,
+            },
+        )
+        .await
+    })
 }

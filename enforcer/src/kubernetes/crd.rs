@@ -201,7 +201,6 @@ pub struct OperationActions(pub BTreeMap<Operation, PolicyAction>);
 
 impl OperationActions {
     /// Each operation the policy names, with its action.
-    #[cfg_attr(not(test), expect(dead_code, reason = "the Kubernetes agent reads it"))]
     pub fn iter(&self) -> impl Iterator<Item = (Operation, PolicyAction)> + '_ {
         self.0.iter().map(|(op, action)| (*op, *action))
     }

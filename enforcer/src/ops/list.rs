@@ -15,6 +15,8 @@ struct Row {
     totals: Counters,
     /// `attach --layer` of the policy.
     layer: &'static str,
+    /// Who attached it: `kubernetes` for the node agent's records, else `manual`.
+    attached_by: &'static str,
 }
 
 /// What `list` prints: the table, or the JSON document.
@@ -51,6 +53,11 @@ fn collect(maps: &bpf::PolicyMaps) -> Result<Vec<Row>> {
             arm: policy::Arm::of(&policy),
             totals,
             layer: policy::Layer::of(&policy).name(),
+            attached_by: if policy.flags & enforcer_common::policy_flags::KUBERNETES != 0 {
+                "kubernetes"
+            } else {
+                "manual"
+            },
         });
     }
     rows.sort_by(|a, b| a.path.cmp(&b.path));
@@ -118,6 +125,7 @@ fn render_json(rows: &[Row], out: &mut String) {
                 "cgroup_path": row.path,
                 "arm": row.arm.name(),
                 "layer": row.layer,
+                "attached_by": row.attached_by,
                 "operations": operations,
                 "tamper_refused": row.totals.tamper(),
                 "events_suppressed": row.totals.suppressed(),
@@ -142,6 +150,7 @@ mod tests {
             arm: policy::Arm::Exec,
             totals: Counters::default(),
             layer: "lsm",
+            attached_by: "manual",
         }
     }
 
