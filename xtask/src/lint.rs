@@ -27,7 +27,7 @@ pub fn run() -> Result<()> {
     ]))?;
 
     eprintln!("== lint: clippy (BPF crate, shipped object and bench object)");
-    ensure_nightly_clippy()?;
+    toolchain::ensure_nightly_component("clippy", "the BPF crate's lint")?;
     for features in [&[][..], &["--features", "bench"][..]] {
         cmd::run(
             nightly_cargo()?
@@ -76,19 +76,4 @@ fn nightly_cargo() -> Result<Command> {
         .env_remove("RUSTC")
         .env_remove("CARGO");
     Ok(c)
-}
-
-fn ensure_nightly_clippy() -> Result<()> {
-    let installed = cmd::output(Command::new("rustup").args([
-        "component",
-        "list",
-        "--toolchain",
-        "nightly",
-        "--installed",
-    ]))?;
-    if installed.lines().any(|l| l.trim().starts_with("clippy")) {
-        return Ok(());
-    }
-    cmd::run(Command::new("rustup").args(["component", "add", "clippy", "--toolchain", "nightly"]))
-        .context("clippy for nightly is missing and could not be installed: run `rustup component add clippy --toolchain nightly`")
 }

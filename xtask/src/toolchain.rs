@@ -64,6 +64,12 @@ pub fn bootstrap() -> Result<()> {
 }
 
 fn ensure_rust_src() -> Result<()> {
+    ensure_nightly_component("rust-src", "needed by -Z build-std=core")
+}
+
+/// Makes sure nightly has `component` (`rust-src`, `clippy`), installing it when missing;
+/// `why` says what needs it.
+pub fn ensure_nightly_component(component: &str, why: &str) -> Result<()> {
     let installed = cmd::output(Command::new("rustup").args([
         "component",
         "list",
@@ -71,18 +77,19 @@ fn ensure_rust_src() -> Result<()> {
         "nightly",
         "--installed",
     ]))?;
-    if installed.lines().any(|l| l.trim().starts_with("rust-src")) {
-        eprintln!("bootstrap: rust-src for nightly: present");
+    if installed.lines().any(|l| l.trim().starts_with(component)) {
+        eprintln!("bootstrap: {component} for nightly: present");
         return Ok(());
     }
-    eprintln!("bootstrap: rust-src for nightly: installing (needed by -Z build-std=core)");
+    eprintln!("bootstrap: {component} for nightly: installing ({why})");
     cmd::run(Command::new("rustup").args([
         "component",
         "add",
-        "rust-src",
+        component,
         "--toolchain",
         "nightly",
     ]))
+    .with_context(|| format!("cannot install {component} for nightly: run `rustup component add {component} --toolchain nightly`"))
 }
 
 /// Nightly's libLLVM: its directory and file name (e.g. `libLLVM.so.22.1-rust-1.97.0-nightly`).
