@@ -1,36 +1,21 @@
 //! The CLI's conventions, natively on the host without BPF state: the shell completion script
 //! and the man page that `enforcer completion` and `enforcer man` print.
+mod common;
+
 use std::{
     env, fs,
     io::Write,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Command, Output, Stdio},
 };
 
-/// `ENFORCER_BIN`, else the enforcer built beside the test binaries (`cargo xtask test` builds
-/// it).
-fn enforcer_bin() -> PathBuf {
-    if let Some(bin) = env::var_os("ENFORCER_BIN") {
-        return bin.into();
-    }
-    let bin = Path::new(env!("CARGO_BIN_EXE_probe")).with_file_name("enforcer");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first (`cargo build -p enforcer`) or set ENFORCER_BIN",
-        bin.display()
-    );
-    bin
-}
+use common::{enforcer_bin, text};
 
 fn plain(args: &[&str]) -> Output {
     Command::new(enforcer_bin())
         .args(args)
         .output()
         .expect("run enforcer")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// The bash completion script loads in a plain bash and completes subcommands, options and

@@ -7,12 +7,14 @@
 //! tmpfs on /run, so its pins, sockets and locks are its own (a daemon running on the host is
 //! untouched). The syscall layer's programs it attaches run machine-wide, but only for the
 //! test's own cgroup. The only call made is `settimeofday(NULL, NULL)`, which changes nothing.
+mod common;
+
 use std::{
     env, fs,
     io::{BufRead, BufReader, Read, Write},
     net::TcpStream,
     os::unix::fs::MetadataExt,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Output, Stdio},
     sync::{Arc, Mutex, MutexGuard},
     thread,
@@ -22,6 +24,8 @@ use std::{
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
+
+use common::{cgroup_root, enforcer_bin, text};
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 /// Exit codes (main.rs): BPF LSM unavailable, and `--deny` with `--layer syscall`.
@@ -45,33 +49,6 @@ fn native() -> Option<MutexGuard<'static, ()>> {
 
 fn probe_bin() -> &'static str {
     env!("CARGO_BIN_EXE_probe")
-}
-
-/// `ENFORCER_BIN`, else the enforcer built beside the probe (`cargo xtask test` builds it).
-fn enforcer_bin() -> PathBuf {
-    if let Some(bin) = env::var_os("ENFORCER_BIN") {
-        return bin.into();
-    }
-    let bin = Path::new(probe_bin()).with_file_name("enforcer");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first (`cargo build -p enforcer`) or set ENFORCER_BIN",
-        bin.display()
-    );
-    bin
-}
-
-/// The cgroup v2 mount: /sys/fs/cgroup/unified on a hybrid host, else /sys/fs/cgroup.
-fn cgroup_root() -> PathBuf {
-    for dir in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
-        if Path::new(dir).join("cgroup.procs").exists()
-            && nix::sys::statfs::statfs(dir)
-                .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
-        {
-            return dir.into();
-        }
-    }
-    panic!("no cgroup v2 mount at /sys/fs/cgroup/unified or /sys/fs/cgroup");
 }
 
 /// A test cgroup directly under the cgroup v2 mount, removed on drop (its policy goes with the
@@ -149,10 +126,6 @@ impl Drop for Namespace {
         let _ = self.holder.kill();
         let _ = self.holder.wait();
     }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// The lines a child writes to stdout, collected by a thread.

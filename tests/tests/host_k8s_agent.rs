@@ -11,6 +11,8 @@
 #[path = "../src/control_plane.rs"]
 mod control_plane;
 
+mod common;
+
 use std::{
     env, fs,
     io::{BufRead, BufReader},
@@ -24,27 +26,10 @@ use std::{
 use control_plane::{ControlPlane, NODE, output_ok};
 use serde_json::Value;
 
+use common::{cgroup_root, enforcer_bin};
+
 const WAIT: Duration = Duration::from_secs(30);
 const SETTIMEOFDAY: &str = "164";
-
-fn enforcer_bin() -> PathBuf {
-    if let Some(bin) = env::var_os("ENFORCER_BIN") {
-        return bin.into();
-    }
-    Path::new(env!("CARGO_BIN_EXE_probe")).with_file_name("enforcer")
-}
-
-fn cgroup_root() -> PathBuf {
-    for dir in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
-        if Path::new(dir).join("cgroup.procs").exists()
-            && nix::sys::statfs::statfs(dir)
-                .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
-        {
-            return dir.into();
-        }
-    }
-    panic!("no cgroup v2 mount");
-}
 
 /// A mount namespace with its own bpffs and /run, kept alive by a `sleep`.
 struct Namespace {

@@ -7,6 +7,8 @@
 //! the host's pins (or a concurrently running suite's). The syscall layer's programs it attaches
 //! still run machine-wide, but only for the test's own cgroups. Cgroups are made under the host's
 //! cgroup v2 mount and removed on drop. The tests run one at a time (`SERIAL`).
+mod common;
+
 use std::{
     env, fs,
     io::{BufRead, BufReader, Read, Write},
@@ -22,6 +24,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
+use common::{cgroup_root, enforcer_bin, text};
+
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Runs the test body as root with the tests serialised, or says why it is skipped.
@@ -35,34 +39,6 @@ fn native() -> Option<MutexGuard<'static, ()>> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner),
     )
-}
-
-/// `ENFORCER_BIN`, else the enforcer built beside the test binaries (`cargo xtask test` builds
-/// it).
-fn enforcer_bin() -> PathBuf {
-    if let Some(bin) = env::var_os("ENFORCER_BIN") {
-        return bin.into();
-    }
-    let bin = Path::new(env!("CARGO_BIN_EXE_probe")).with_file_name("enforcer");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first (`cargo build -p enforcer`) or set ENFORCER_BIN",
-        bin.display()
-    );
-    bin
-}
-
-/// The cgroup v2 mount: /sys/fs/cgroup/unified on a hybrid host, else /sys/fs/cgroup.
-fn cgroup_root() -> PathBuf {
-    for dir in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
-        if Path::new(dir).join("cgroup.procs").exists()
-            && nix::sys::statfs::statfs(dir)
-                .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
-        {
-            return dir.into();
-        }
-    }
-    panic!("no cgroup v2 mount at /sys/fs/cgroup/unified or /sys/fs/cgroup");
 }
 
 /// A test cgroup directly under the cgroup v2 mount, removed on drop (its policy goes with the
@@ -197,10 +173,6 @@ impl Drop for Namespace {
         let _ = self.holder.kill();
         let _ = self.holder.wait();
     }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Reads `stderr` until a line contains `marker`; returns what was read.

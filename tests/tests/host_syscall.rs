@@ -6,11 +6,13 @@
 //! keys never change. Each test works in a cgroup of its own under the cgroup v2 mount and reads
 //! what the kernel did: the probe's errno or its death by SIGKILL, the events, the counters.
 //! One test at a time: the event ring buffer has one consumer.
+mod common;
+
 use std::{
     env, fs,
     io::{BufRead, BufReader},
     os::unix::{fs::MetadataExt, process::ExitStatusExt},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, ExitStatus, Stdio},
     sync::{Arc, Mutex, MutexGuard},
     thread,
@@ -18,6 +20,8 @@ use std::{
 };
 
 use serde_json::Value;
+
+use common::{cgroup_root, enforcer_bin};
 
 /// (name, number, arguments): every guarded call with arguments that change nothing.
 const CALLS: &[(&str, i64, &[i64])] = &[
@@ -90,20 +94,6 @@ fn probe_bin() -> &'static str {
     env!("CARGO_BIN_EXE_probe")
 }
 
-/// `ENFORCER_BIN`, else the enforcer built beside the probe (`cargo xtask test` builds it).
-fn enforcer_bin() -> PathBuf {
-    if let Some(bin) = env::var_os("ENFORCER_BIN") {
-        return bin.into();
-    }
-    let bin = Path::new(probe_bin()).with_file_name("enforcer");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first (`cargo build -p enforcer`) or set ENFORCER_BIN",
-        bin.display()
-    );
-    bin
-}
-
 struct Run {
     status: ExitStatus,
     stdout: String,
@@ -155,19 +145,6 @@ fn attach_syscall(cgroup: &Cgroup, action: &str, ops: &str) -> Run {
         action,
         ops,
     ])
-}
-
-/// The cgroup v2 mount: /sys/fs/cgroup/unified on a hybrid host, else /sys/fs/cgroup.
-fn cgroup_root() -> PathBuf {
-    for dir in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
-        if Path::new(dir).join("cgroup.procs").exists()
-            && nix::sys::statfs::statfs(dir)
-                .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
-        {
-            return dir.into();
-        }
-    }
-    panic!("no cgroup v2 mount at /sys/fs/cgroup/unified or /sys/fs/cgroup");
 }
 
 /// A test cgroup; its policy is detached and the directory removed on drop.
